@@ -1,0 +1,1 @@
+"""imap layer of mailaccess (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""lmtp layer of mailaccess (see DESIGN.md)."""

@@ -1,0 +1,1 @@
+"""pop3 layer of mailaccess (see DESIGN.md)."""
