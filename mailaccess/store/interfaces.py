@@ -12,7 +12,7 @@ listener, in the order the mutations took effect, *before* its Deferred fires.
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Sequence
-from typing import IO, Literal, Protocol
+from typing import IO, Any, Literal, Protocol
 
 from twisted.internet.defer import Deferred
 
@@ -89,6 +89,14 @@ class IMailbox(Protocol):
         Raises MessageGone if the message was expunged or its file vanished.
         """
 
+    def message_info(self, uid: int) -> Deferred[Any]:
+        """The parsed metadata (envelope, bodystructure, part offsets) of *uid*.
+
+        Served from the on-disk metadata cache, parsing the file (off the
+        reactor) on a miss.  The type is ``mailaccess.store.mime.MessageInfo``.
+        Fails with MessageGone.
+        """
+
     def rescan(self) -> Deferred[None]:
         """Pick up changes other programs made on disk (NOOP/IDLE/SELECT fallback)."""
 
@@ -99,8 +107,12 @@ class IAccount(Protocol):
     username: str
     delimiter: str  # the hierarchy delimiter in IMAP names
 
-    def mailbox(self, name: str) -> IMailbox:
-        """Open (or return the already open) mailbox; raises NoSuchMailbox."""
+    def mailbox(self, name: str) -> Deferred[IMailbox]:
+        """The open mailbox of that name, opening it (off the reactor) if needed.
+
+        Fails with NoSuchMailbox.  Every session of the account gets the same
+        object, so they share one index and one stream of events.
+        """
 
     def list_mailboxes(self) -> list[MailboxListing]: ...
 
