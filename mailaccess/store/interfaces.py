@@ -73,14 +73,10 @@ class IMailbox(Protocol):
     def expunge(self, uids: Iterable[int]) -> Deferred[tuple[int, ...]]:
         """Remove these messages for good; fires with the UIDs actually removed."""
 
-    def copy(
-        self, uids: Iterable[int], destination: IMailbox
-    ) -> Deferred[list[tuple[int, int]]]:
+    def copy(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
         """Copy to *destination* (hard links where possible); (old uid, new uid)."""
 
-    def move(
-        self, uids: Iterable[int], destination: IMailbox
-    ) -> Deferred[list[tuple[int, int]]]:
+    def move(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
         """Copy, then expunge the originals (RFC 6851 semantics)."""
 
     def open_message(self, uid: int) -> IO[bytes]:
@@ -114,13 +110,24 @@ class IAccount(Protocol):
         object, so they share one index and one stream of events.
         """
 
-    def list_mailboxes(self) -> list[MailboxListing]: ...
+    def list_mailboxes(self) -> Sequence[MailboxListing]:
+        """Every name with its LIST attributes, INBOX first (parents implied by
+        children are listed with ``\\Noselect``)."""
 
-    def create(self, name: str, special_use: str | None = None) -> None: ...
+    def create(self, name: str, special_use: str | None = None) -> None:
+        """RFC 3501 §6.3.3, creating superior names too (synchronous: mkdir only).
 
-    def delete(self, name: str) -> None: ...
+        Raises MailboxExists, InvalidMailboxName or StoreUnavailable.
+        """
 
-    def rename(self, old: str, new: str) -> None: ...
+    def delete(self, name: str) -> Deferred[None]:
+        """RFC 3501 §6.3.4.  A Deferred: it waits for the open mailbox's queued
+        mutations.  Fails with NoSuchMailbox or InvalidMailboxName (INBOX)."""
+
+    def rename(self, old: str, new: str) -> Deferred[None]:
+        """RFC 3501 §6.3.5 (inferiors follow; INBOX moves its messages out).
+        A Deferred: renaming INBOX moves messages.  Fails with NoSuchMailbox,
+        MailboxExists or InvalidMailboxName."""
 
     def subscriptions(self) -> list[str]: ...
 
@@ -132,8 +139,12 @@ class IAccount(Protocol):
 class MailboxListing(Protocol):
     """What LIST needs to know of one mailbox (RFC 3501 §7.2.2, RFC 3348, RFC 6154)."""
 
-    name: str
-    attributes: frozenset[str]  # e.g. "\\HasChildren", "\\Noselect", "\\Sent"
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def attributes(self) -> frozenset[str]:
+        """e.g. "\\HasChildren", "\\Noselect", "\\Sent"."""
 
 
 class IStore(Protocol):

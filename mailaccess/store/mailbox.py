@@ -1,0 +1,886 @@
+"""One Maildir folder as an in-memory index with serialised, durable mutations.
+
+The index is the list of ``MessageRecord`` in UID order; a UID is found by
+bisection (O(log n)).  Every mutation (append, flag change, expunge, copy in,
+a rescan that finds other programs' changes) runs under one ``DeferredLock``:
+its disk work happens in a worker thread (fsync must not block the reactor),
+then the index is updated and one change event is sent to every listener on
+the reactor thread, and only then does the mutation's Deferred fire.
+
+Our own renames do come back from inotify, but the rescan they trigger is
+queued behind the mutation on the same lock, finds the index already equal to
+the directory and so emits nothing: no double events.
+"""
+
+from __future__ import annotations
+
+import bisect
+import contextlib
+import os
+import shutil
+from collections.abc import Callable, Iterable, Sequence, Set
+from operator import attrgetter
+from pathlib import Path
+from typing import IO, Any, TypeVar
+
+import attrs
+from twisted.internet.defer import Deferred, DeferredLock, fail, succeed
+from twisted.internet.interfaces import IReactorTime
+from twisted.internet.threads import deferToThread
+from twisted.logger import Logger
+
+from mailaccess.store import uidlist as uidlist_file
+from mailaccess.store.dotlock import DotLock
+from mailaccess.store.interfaces import FlagMode, IMailbox, Listener
+from mailaccess.store.keywords import Keywords
+from mailaccess.store.maildir import (
+    INFO_SEPARATOR,
+    crlf_size,
+    disk_error,
+    ensure_maildir,
+    file_crlf_size,
+    flags_to_letters,
+    fsync_dir,
+    intern_flags,
+    letters_to_flags,
+    new_base_name,
+    normalize_flags,
+    size_fields,
+    split_filename,
+    to_lf,
+    unlink_quietly,
+    write_file_durably,
+)
+from mailaccess.store.model import (
+    ChangeEvent,
+    Flags,
+    FlagsChanged,
+    MailboxReset,
+    MessageGone,
+    MessageRecord,
+    MessagesAdded,
+    MessagesExpunged,
+    NoSuchMailbox,
+    StoreError,
+)
+from mailaccess.store.uidlist import FileStamp, UidEntry, UidList, UidListCorrupt
+
+T = TypeVar("T")
+RunInThread = Callable[[Callable[[], Any]], Deferred[Any]]
+
+log = Logger()
+_uid_of = attrgetter("uid")
+
+
+def run_synchronously(work: Callable[[], T]) -> Deferred[T]:
+    """A ``RunInThread`` that runs *work* at once (tests, and a child without a reactor)."""
+    try:
+        return succeed(work())
+    except BaseException:
+        return fail()
+
+
+@attrs.define
+class _Found:
+    """A message file found on disk that the index does not know yet."""
+
+    base: str
+    filename: str  # its name in cur/ (after any move from new/)
+    from_new: bool
+
+
+@attrs.define
+class _SyncResult:
+    """What a scan of the directory found, to be applied on the reactor thread."""
+
+    added: list[MessageRecord] = attrs.field(factory=list)
+    changed: list[tuple[int, Flags]] = attrs.field(factory=list)
+    expunged: list[int] = attrs.field(factory=list)
+    odd_names: dict[int, str | None] = attrs.field(factory=dict)
+    recent: set[int] = attrs.field(factory=set)
+    uidnext: int = 0
+    uidvalidity: int = 0
+    reset: bool = False
+    # the whole index, when the scan rebuilt it (opening, or UIDVALIDITY changed)
+    records: list[MessageRecord] | None = None
+
+
+@attrs.define
+class _Prepared:
+    """A message file made ready in tmp/ for ``_add_prepared`` (append, copy)."""
+
+    tmp_path: Path
+    base: str
+    flags: Flags
+    size: int
+    vsize: int
+    source_uid: int = 0
+
+
+class Mailbox(IMailbox):
+    """A Maildir folder implementing ``IMailbox``; get it from ``Account.mailbox``."""
+
+    def __init__(
+        self,
+        name: str,
+        path: Path,
+        clock: IReactorTime,
+        new_uidvalidity: Callable[[], int],
+        run_in_thread: RunInThread = deferToThread,
+        folder: bool = True,
+    ) -> None:
+        self.name = name
+        self.path = path
+        # Typed Any: zope interface methods confuse mypy without a plugin.
+        self._clock: Any = clock
+        self._new_uidvalidity = new_uidvalidity
+        self._run_in_thread = run_in_thread
+        self._folder = folder
+        self._cur = path / "cur"
+        self._new = path / "new"
+        self._tmp = path / "tmp"
+        self._uidlist_path = path / uidlist_file.FILENAME
+        self._keywords = Keywords(path)
+        self._lock = DeferredLock()
+        self._listeners: list[Listener] = []
+        self._records: list[MessageRecord] = []
+        self._snapshot: tuple[MessageRecord, ...] | None = ()
+        # Files whose name is not base + ":2," + canonical letters (unknown
+        # letters, another program's order): uid -> actual name in cur/.
+        self._odd_names: dict[int, str] = {}
+        self._recent: set[int] = set()
+        self._uidvalidity = 0
+        self._uidnext = 1
+        self._guid = ""
+        self._uidlist_stamp: FileStamp | None = None
+        self._rescan_call: Any = None
+        self._deleted = False
+
+    # --- opening ------------------------------------------------------------
+
+    @classmethod
+    def open(
+        cls,
+        name: str,
+        path: Path,
+        clock: IReactorTime,
+        new_uidvalidity: Callable[[], int],
+        run_in_thread: RunInThread = deferToThread,
+        folder: bool = True,
+    ) -> Deferred[Mailbox]:
+        """Open (creating cur/new/tmp if missing) and index the folder at *path*."""
+        mailbox = cls(name, path, clock, new_uidvalidity, run_in_thread, folder)
+
+        def opened(_: None) -> Mailbox:
+            return mailbox
+
+        return mailbox._locked(mailbox._open_work, mailbox._apply_sync).addCallback(opened)
+
+    def _open_work(self) -> _SyncResult:
+        try:
+            ensure_maildir(self.path, self._folder)
+            self._keywords.load()
+            return self._scan(full=True)
+        except OSError as exc:
+            raise disk_error(exc, f"open mailbox {self.name}") from exc
+
+    # --- reading ------------------------------------------------------------
+
+    @property
+    def uidvalidity(self) -> int:
+        return self._uidvalidity
+
+    @property
+    def uidnext(self) -> int:
+        return self._uidnext
+
+    def records(self) -> Sequence[MessageRecord]:
+        """The index in ascending UID order (an immutable snapshot)."""
+        if self._snapshot is None:
+            self._snapshot = tuple(self._records)
+        return self._snapshot
+
+    def record(self, uid: int) -> MessageRecord | None:
+        """The record of *uid* (bisection), or None."""
+        i = bisect.bisect_left(self._records, uid, key=_uid_of)
+        if i < len(self._records) and self._records[i].uid == uid:
+            return self._records[i]
+        return None
+
+    def add_listener(self, listener: Listener) -> None:
+        self._listeners.append(listener)
+
+    def remove_listener(self, listener: Listener) -> None:
+        if listener in self._listeners:
+            self._listeners.remove(listener)
+
+    def take_recent(self) -> frozenset[int]:
+        """RFC 3501 §2.3.2: hand the \\Recent UIDs to exactly one session."""
+        recent, self._recent = frozenset(self._recent), set()
+        return recent
+
+    def open_message(self, uid: int) -> IO[bytes]:
+        """The stored octets (LF line ends); MessageGone if expunged or vanished."""
+        record = self.record(uid)
+        if record is None:
+            raise MessageGone(f"message UID {uid} has been expunged")
+        try:
+            return open(self._cur / self._filename(record), "rb")
+        except FileNotFoundError:
+            pass
+        # Renamed by another program (a flag change) before we noticed: find
+        # it by its base name; the rescan this schedules will report the flags.
+        self.schedule_rescan()
+        name = self._find_file(record.base)
+        if name is None:
+            raise MessageGone(f"message UID {uid} was removed by another program")
+        try:
+            return open(self._cur / name, "rb")
+        except FileNotFoundError:
+            raise MessageGone(f"message UID {uid} was removed by another program") from None
+
+    def message_path(self, uid: int) -> Path:
+        """Where the file of *uid* is now (for the metadata cache and parser)."""
+        record = self.record(uid)
+        if record is None:
+            raise MessageGone(f"message UID {uid} has been expunged")
+        return self._cur / self._filename(record)
+
+    def message_info(self, uid: int) -> Deferred[Any]:
+        """Parsed metadata; waits for mailaccess.store.mime and cache (not landed yet)."""
+        return fail(NotImplementedError("message_info waits for mailaccess.store.mime and cache"))
+
+    # --- mutations ----------------------------------------------------------
+
+    def append(
+        self,
+        message: bytes,
+        flags: Flags = frozenset(),
+        internal_date: float | None = None,
+    ) -> Deferred[MessageRecord]:
+        """Store a message durably (tmp → fsync → cur/ → fsync dir → uidlist → fsync)."""
+        now = self._clock.seconds()
+        clean_flags = normalize_flags(flags)
+
+        def prepare() -> list[_Prepared]:
+            data = to_lf(message)
+            size, vsize = len(data), crlf_size(data)
+            base = f"{new_base_name(now)},S={size},W={vsize}"
+            tmp_path = self._tmp / base
+            try:
+                write_file_durably(tmp_path, data, internal_date)
+            except OSError as exc:
+                raise disk_error(exc, "store the message") from exc
+            return [_Prepared(tmp_path, base, clean_flags, size, vsize)]
+
+        def record_of(pairs: list[tuple[int, int]]) -> MessageRecord:
+            record = self.record(pairs[0][1])
+            assert record is not None  # added under the lock just now
+            return record
+
+        return self._add_prepared(prepare).addCallback(record_of)
+
+    def store_flags(
+        self, uids: Iterable[int], flags: Flags, mode: FlagMode
+    ) -> Deferred[dict[int, Flags]]:
+        """Change flags by renaming the files; fires with {uid: new flags} of those changed."""
+        wanted = normalize_flags(flags)
+        uid_list = list(uids)
+
+        def work() -> list[tuple[int, Flags, str | None]]:
+            targets = []
+            for uid in uid_list:
+                record = self.record(uid)
+                if record is None:
+                    continue
+                if mode == "add":
+                    new = record.flags | wanted
+                elif mode == "remove":
+                    new = record.flags - wanted
+                else:
+                    new = wanted
+                if new != record.flags:
+                    targets.append((record, intern_flags(new)))
+            if not targets:
+                return []
+            keywords = {f for _, new in targets for f in new if not f.startswith("\\")}
+            try:
+                self._keywords.ensure(keywords)
+            except OSError as exc:
+                raise disk_error(exc, "record the new keywords") from exc
+            done: list[tuple[str, str]] = []
+            result: list[tuple[int, Flags, str | None]] = []
+            try:
+                for record, new in targets:
+                    old_name = self._filename(record)
+                    new_name = self._canonical_name(record.base, new, self._odd_extra(record))
+                    try:
+                        os.rename(self._cur / old_name, self._cur / new_name)
+                    except FileNotFoundError:
+                        # Gone or renamed by another program: the rescan
+                        # will report what happened to it instead.
+                        continue
+                    done.append((old_name, new_name))
+                    odd = new_name if self._odd_extra(record) else None
+                    result.append((record.uid, new, odd))
+                if done:
+                    fsync_dir(self._cur)
+            except OSError as exc:
+                for old_name, new_name in reversed(done):
+                    try:
+                        os.rename(self._cur / new_name, self._cur / old_name)
+                    except OSError:
+                        log.warn("could not undo flag rename of {name}", name=new_name)
+                raise disk_error(exc, "change flags") from exc
+            return result
+
+        def apply(result: list[tuple[int, Flags, str | None]]) -> dict[int, Flags]:
+            changes = {}
+            for uid, new, odd in result:
+                self._replace_flags(uid, new, odd)
+                changes[uid] = new
+            if changes:
+                self._emit(FlagsChanged(self.name, tuple(changes.items())))
+            return changes
+
+        return self._locked(work, apply)
+
+    def expunge(self, uids: Iterable[int]) -> Deferred[tuple[int, ...]]:
+        """Unlink the messages' files; fires with the UIDs actually removed."""
+        uid_list = sorted(set(uids))
+
+        def work() -> tuple[list[int], StoreError | None]:
+            removed = []
+            error = None
+            for uid in uid_list:
+                record = self.record(uid)
+                if record is None:
+                    continue
+                try:
+                    os.unlink(self._cur / self._filename(record))
+                except FileNotFoundError:
+                    name = self._find_file(record.base)
+                    if name is not None:
+                        try:
+                            os.unlink(self._cur / name)
+                        except FileNotFoundError:
+                            pass
+                        except OSError as exc:
+                            error = disk_error(exc, "expunge")
+                            break
+                except OSError as exc:
+                    error = disk_error(exc, "expunge")
+                    break
+                removed.append(uid)
+            if removed:
+                try:
+                    fsync_dir(self._cur)
+                except OSError as exc:
+                    error = error or disk_error(exc, "expunge")
+            return removed, error
+
+        def apply(result: tuple[list[int], StoreError | None]) -> tuple[int, ...]:
+            removed, error = result
+            if removed:
+                self._remove_uids(removed)
+                self._emit(MessagesExpunged(self.name, tuple(removed)))
+            if error is not None:
+                # Files already unlinked are gone whatever happens next, so
+                # their event went out; the caller still learns of the failure.
+                raise error
+            return tuple(removed)
+
+        return self._locked(work, apply)
+
+    def copy(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
+        """Hard-link (or copy) the messages into *destination*; [(old uid, new uid)].
+
+        The source is locked only while the links are made in the
+        destination's tmp/, the destination only while they move into its
+        cur/ and get UIDs: two copies in opposite directions cannot deadlock.
+        """
+        if not isinstance(destination, Mailbox):
+            return fail(TypeError("copy needs a Maildir Mailbox as destination"))
+        target = destination
+        uid_list = sorted(set(uids))
+        now = self._clock.seconds()
+
+        def link_work() -> list[_Prepared]:
+            prepared: list[_Prepared] = []
+            try:
+                for uid in uid_list:
+                    record = self.record(uid)
+                    if record is None:
+                        continue
+                    base = f"{new_base_name(now)},S={record.size},W={record.vsize}"
+                    tmp_path = target._tmp / base
+                    source = self._cur / self._filename(record)
+                    if not source.exists():
+                        found = self._find_file(record.base)
+                        if found is None:
+                            continue  # removed meanwhile: nothing to copy
+                        source = self._cur / found
+                    _link_or_copy(source, tmp_path)
+                    prepared.append(
+                        _Prepared(tmp_path, base, record.flags, record.size, record.vsize, uid)
+                    )
+            except OSError as exc:
+                for item in prepared:
+                    unlink_quietly(item.tmp_path)
+                raise disk_error(exc, "copy messages") from exc
+            return prepared
+
+        d = self._locked(link_work, lambda prepared: prepared)
+        d.addCallback(lambda prepared: target._add_prepared(lambda: prepared))
+        return d
+
+    def move(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
+        """RFC 6851: copy, then expunge the originals that were copied."""
+        d = self.copy(uids, destination)
+
+        def expunge_originals(pairs: list[tuple[int, int]]) -> Deferred[list[tuple[int, int]]]:
+            def copied(_: tuple[int, ...]) -> list[tuple[int, int]]:
+                return pairs
+
+            return self.expunge(old for old, _ in pairs).addCallback(copied)
+
+        d.addCallback(expunge_originals)
+        return d
+
+    def rescan(self) -> Deferred[None]:
+        """Compare the directory with the index and report what others changed."""
+
+        def work() -> _SyncResult:
+            try:
+                self._keywords.load()
+                return self._scan(full=False)
+            except OSError as exc:
+                raise disk_error(exc, f"read mailbox {self.name}") from exc
+
+        d = self._locked(work, self._apply_sync)
+        d.addCallback(lambda _: None)
+        return d
+
+    def schedule_rescan(self, delay: float = 0.0) -> None:
+        """Rescan soon; many notifications within *delay* become one rescan."""
+        if self._rescan_call is not None and self._rescan_call.active():
+            return
+
+        def run() -> None:
+            self._rescan_call = None
+            self.rescan().addErrback(
+                lambda f: log.failure("rescan of {name} failed", f, name=self.name)
+            )
+
+        self._rescan_call = self._clock.callLater(delay, run)
+
+    # --- the serialised core ------------------------------------------------
+
+    def _locked(self, work: Callable[[], Any], apply: Callable[[Any], T]) -> Deferred[T]:
+        """Run *work* in a thread, then *apply* on the reactor, all under the lock."""
+
+        def run() -> Deferred[T]:
+            if self._deleted:
+                return fail(NoSuchMailbox(f"mailbox {self.name!r} has been deleted"))
+            d = self._run_in_thread(work)
+            d.addCallback(apply)
+            return d
+
+        return self._lock.run(run)
+
+    def _add_prepared(
+        self, prepare: Callable[[], list[_Prepared]]
+    ) -> Deferred[list[tuple[int, int]]]:
+        """Move prepared tmp/ files into cur/, give them UIDs, announce them."""
+
+        def work() -> tuple[_SyncResult | None, list[MessageRecord], list[int]]:
+            items = prepare()
+            if not items:
+                return None, [], []
+            created: list[Path] = []
+            try:
+                try:
+                    keywords = {f for i in items for f in i.flags if not f.startswith("\\")}
+                    self._keywords.ensure(keywords)
+                    names = []
+                    for item in items:
+                        name = self._canonical_name(item.base, item.flags, "")
+                        os.link(item.tmp_path, self._cur / name)
+                        created.append(self._cur / name)
+                        names.append(name)
+                    fsync_dir(self._cur)
+                    with DotLock(self._uidlist_path).held():
+                        synced = None
+                        if FileStamp.of(self._uidlist_path) != self._uidlist_stamp:
+                            # Another program changed the uidlist: learn its
+                            # messages first so our UIDs come after theirs.
+                            synced = self._scan(full=False, lock_held=True, skip=set(names))
+                        uidnext = synced.uidnext if synced else self._uidnext
+                        uids = self._assign_uids(
+                            [UidEntry(0, item.base) for item in items], uidnext
+                        )
+                except OSError as exc:
+                    raise disk_error(exc, "store the message") from exc
+            except BaseException:
+                for path in created:
+                    unlink_quietly(path)
+                raise
+            finally:
+                for item in items:
+                    unlink_quietly(item.tmp_path)
+            records = []
+            for item, uid, path in zip(items, uids, created, strict=True):
+                mtime = os.stat(path).st_mtime
+                records.append(
+                    MessageRecord(uid, item.base, item.flags, item.size, item.vsize, mtime)
+                )
+            return synced, records, [item.source_uid for item in items]
+
+        def apply(
+            result: tuple[_SyncResult | None, list[MessageRecord], list[int]],
+        ) -> list[tuple[int, int]]:
+            synced, records, sources = result
+            if synced is not None:
+                self._apply_sync(synced)
+            if not records:
+                return []
+            self._records.extend(records)
+            self._snapshot = None
+            self._uidnext = max(self._uidnext, records[-1].uid + 1)
+            self._recent.update(r.uid for r in records)
+            self._emit(MessagesAdded(self.name, tuple(records)))
+            return [(old, r.uid) for old, r in zip(sources, records, strict=True)]
+
+        return self._locked(work, apply)
+
+    def _assign_uids(self, entries: list[UidEntry], uidnext: int) -> list[int]:
+        """Give *entries* UIDs and append them to dovecot-uidlist (dotlock held).
+
+        The caller has checked that nobody changed the file since we last
+        read or wrote it.  It is fsynced before this returns: a UID exists
+        only once it is on disk; if writing fails the file is cut back and no
+        UID is used.
+        """
+        uid = max(uidnext, self._uidnext)
+        for entry in entries:
+            entry.uid = uid
+            uid += 1
+        uidlist_file.append(self._uidlist_path, entries)
+        self._uidlist_stamp = FileStamp.of(self._uidlist_path)
+        return [e.uid for e in entries]
+
+    def _scan(
+        self, full: bool, lock_held: bool = False, skip: Set[str] = frozenset()
+    ) -> _SyncResult:
+        """Compare cur/ and new/ with the index (thread; mailbox lock held).
+
+        *full* rebuilds the index from scratch (opening).  Files in new/ move
+        to cur/ with ``:2,`` as Dovecot does.  Unknown files get their UID from
+        dovecot-uidlist, or a new one appended to it under its dotlock.
+        *lock_held* says the caller holds that dotlock already; *skip* names
+        files in cur/ that the caller is adding itself.
+        """
+        result = _SyncResult(uidvalidity=self._uidvalidity, uidnext=self._uidnext)
+        on_disk = self._list_files(skip)
+        if not full:
+            self._compare(on_disk, result)
+            if not on_disk and FileStamp.of(self._uidlist_path) == self._uidlist_stamp:
+                return result
+        with contextlib.nullcontext() if lock_held else DotLock(self._uidlist_path).held():
+            uidlist = self._read_uidlist() or self._create_uidlist()
+            if not full and uidlist.uidvalidity != self._uidvalidity:
+                # Another program replaced the uidlist: every UID we know is void.
+                reset = self._scan(full=True, lock_held=True, skip=skip)
+                reset.reset = True
+                return reset
+            if full:
+                result.uidvalidity = uidlist.uidvalidity
+                result.uidnext = 1
+            highest = self._records[-1].uid if (self._records and not full) else 0
+            found, unlisted = _classify(on_disk, uidlist, highest)
+            uidnext = max(uidlist.uidnext, result.uidnext)
+            if unlisted or uidlist.damaged:
+                new_entries = []
+                for base in sorted(unlisted):
+                    name = on_disk[base][0]
+                    extensions = {}
+                    if size_fields(base)[1] is None:
+                        # Dovecot's "W" extension: the CRLF size, so that a
+                        # restart need not read the file again.
+                        extensions["W"] = str(file_crlf_size(self._cur / name))
+                    new_entries.append(UidEntry(0, base, extensions))
+                self._write_new_entries(uidlist, new_entries, uidnext)
+                found.extend((e.uid, e.base, e) for e in new_entries)
+        found.sort(key=lambda item: item[0])
+        for uid, base, entry in found:
+            name, from_new = on_disk[base]
+            record = self._make_record(uid, base, name, entry)
+            if record is None:
+                continue
+            result.added.append(record)
+            if from_new or not full:
+                result.recent.add(uid)
+            _, letters = split_filename(name)
+            flags, extra = letters_to_flags(letters or "", self._keywords.by_letter)
+            if self._canonical_name(base, flags, extra) != name:
+                result.odd_names[uid] = name
+        if result.added:
+            uidnext = max(uidnext, result.added[-1].uid + 1)
+        result.uidnext = max(uidnext, result.uidnext)
+        if full:
+            result.records, result.added = result.added, []
+        return result
+
+    def _list_files(self, skip: Set[str]) -> dict[str, tuple[str, bool]]:
+        """base -> (name in cur/, came from new/); new/ files are moved to cur/."""
+        on_disk: dict[str, tuple[str, bool]] = {}
+        with os.scandir(self._cur) as it:
+            for entry in it:
+                if entry.name.startswith(".") or entry.name in skip:
+                    continue
+                on_disk.setdefault(split_filename(entry.name)[0], (entry.name, False))
+        with os.scandir(self._new) as it:
+            new_names = [e.name for e in it if not e.name.startswith(".")]
+        for name in new_names:
+            base, _ = split_filename(name)
+            if base in on_disk:
+                continue
+            target = base + INFO_SEPARATOR
+            try:
+                os.rename(self._new / name, self._cur / target)
+            except FileNotFoundError:
+                continue
+            on_disk[base] = (target, True)
+        if new_names:
+            fsync_dir(self._cur)
+            fsync_dir(self._new)
+        return on_disk
+
+    def _compare(self, on_disk: dict[str, tuple[str, bool]], result: _SyncResult) -> None:
+        """Find expunged and re-flagged messages; pops known files from *on_disk*."""
+        for record in self._records:
+            found = on_disk.pop(record.base, None)
+            if found is None:
+                result.expunged.append(record.uid)
+                continue
+            name = found[0]
+            if name == self._filename(record):
+                continue
+            _, letters = split_filename(name)
+            flags, extra = letters_to_flags(letters or "", self._keywords.by_letter)
+            canonical = self._canonical_name(record.base, flags, extra) == name
+            result.odd_names[record.uid] = None if canonical else name
+            if flags != record.flags:
+                result.changed.append((record.uid, flags))
+
+    def _write_new_entries(self, uidlist: UidList, entries: list[UidEntry], uidnext: int) -> None:
+        """Number *entries* from *uidnext* and write them (dotlock held)."""
+        uid = max(uidnext, uidlist.uidnext)
+        for entry in entries:
+            entry.uid = uid
+            uid += 1
+        relisted = {e.base for e in entries}
+        if uidlist.damaged or any(e.base in relisted for e in uidlist.entries):
+            # A torn line, or a base listed under a UID that is too old to
+            # use: rewrite the whole file rather than append to it.
+            uidlist.entries = [e for e in uidlist.entries if e.base not in relisted]
+            uidlist.entries.extend(entries)
+            uidlist.next_uid = uid
+            uidlist_file.rewrite(self._uidlist_path, uidlist)
+        elif entries:
+            uidlist_file.append(self._uidlist_path, entries)
+        self._uidlist_stamp = FileStamp.of(self._uidlist_path)
+
+    def _read_uidlist(self) -> UidList | None:
+        stamp = FileStamp.of(self._uidlist_path)
+        try:
+            uidlist = uidlist_file.read(self._uidlist_path)
+        except UidListCorrupt as exc:
+            log.warn("{path}: {error}; making a new one", path=self._uidlist_path, error=exc)
+            return None
+        if uidlist is not None and not uidlist.damaged:
+            self._uidlist_stamp = stamp
+        return uidlist
+
+    def _create_uidlist(self) -> UidList:
+        """A new empty uidlist with a fresh UIDVALIDITY (dotlock held)."""
+        created = uidlist_file.create(
+            self._uidlist_path, self._new_uidvalidity(), os.urandom(16).hex()
+        )
+        self._uidlist_stamp = FileStamp.of(self._uidlist_path)
+        return created
+
+    def _make_record(
+        self, uid: int, base: str, name: str, entry: UidEntry | None
+    ) -> MessageRecord | None:
+        try:
+            st = os.stat(self._cur / name)
+        except FileNotFoundError:
+            return None
+        _size, vsize = size_fields(base)
+        if vsize is None and entry is not None:
+            vsize = entry.vsize
+        if vsize is None:
+            vsize = file_crlf_size(self._cur / name)
+        _, letters = split_filename(name)
+        flags, _ = letters_to_flags(letters or "", self._keywords.by_letter)
+        return MessageRecord(uid, base, flags, st.st_size, vsize, st.st_mtime)
+
+    def _apply_sync(self, result: _SyncResult) -> None:
+        """Bring the index up to date with a scan and emit its events, in order."""
+        if result.records is not None:
+            self._records = result.records
+            self._snapshot = None
+            self._odd_names = {u: n for u, n in result.odd_names.items() if n is not None}
+            self._uidvalidity = result.uidvalidity
+            self._uidnext = result.uidnext
+            self._recent = set(result.recent)
+            if result.reset:
+                self._emit(MailboxReset(self.name, self._uidvalidity))
+            return
+        if result.expunged:
+            self._remove_uids(result.expunged)
+            self._emit(MessagesExpunged(self.name, tuple(result.expunged)))
+        for uid, odd in result.odd_names.items():
+            if odd is None:
+                self._odd_names.pop(uid, None)
+            else:
+                self._odd_names[uid] = odd
+        if result.changed:
+            for uid, flags in result.changed:
+                self._replace_flags(uid, flags, self._odd_names.get(uid))
+            self._emit(FlagsChanged(self.name, tuple(result.changed)))
+        self._uidnext = max(self._uidnext, result.uidnext)
+        if result.added:
+            self._records.extend(result.added)
+            self._snapshot = None
+            self._recent.update(result.recent)
+            self._emit(MessagesAdded(self.name, tuple(result.added)))
+
+    # --- for Account (DELETE, RENAME) -----------------------------------------
+
+    def _mark_deleted(self) -> None:
+        self._deleted = True
+        if self._rescan_call is not None and self._rescan_call.active():
+            self._rescan_call.cancel()
+
+    def _drop_all(self) -> None:
+        self._records = []
+        self._snapshot = None
+        self._odd_names.clear()
+        self._recent.clear()
+
+    def _relocate(self, name: str, path: Path) -> None:
+        """The folder was renamed on disk: follow it (same index, same UIDs)."""
+        self.name = name
+        self.path = path
+        self._cur = path / "cur"
+        self._new = path / "new"
+        self._tmp = path / "tmp"
+        self._uidlist_path = path / uidlist_file.FILENAME
+        self._keywords.path = path / self._keywords.path.name
+
+    # --- helpers ------------------------------------------------------------
+
+    def _emit(self, event: ChangeEvent) -> None:
+        for listener in list(self._listeners):
+            try:
+                listener(event)
+            except Exception:
+                # One broken session must not stop the others hearing it.
+                log.failure("listener failed on {event!r}", event=event)
+
+    def _filename(self, record: MessageRecord) -> str:
+        odd = self._odd_names.get(record.uid)
+        if odd is not None:
+            return odd
+        return self._canonical_name(record.base, record.flags, "")
+
+    def _canonical_name(self, base: str, flags: Flags, extra: str) -> str:
+        try:
+            letters = flags_to_letters(flags, self._keywords.by_name, extra)
+        except KeyError:
+            # A keyword without a letter cannot be in a file name; it is
+            # dropped from the name (the caller ensures letters first).
+            letters = flags_to_letters(
+                frozenset(f for f in flags if f.startswith("\\") or f in self._keywords.by_name),
+                self._keywords.by_name,
+                extra,
+            )
+        return base + INFO_SEPARATOR + letters
+
+    def _odd_extra(self, record: MessageRecord) -> str:
+        """Letters in the current file name that are no IMAP flag (kept on rename)."""
+        odd = self._odd_names.get(record.uid)
+        if odd is None:
+            return ""
+        _, letters = split_filename(odd)
+        return letters_to_flags(letters or "", self._keywords.by_letter)[1]
+
+    def _find_file(self, base: str) -> str | None:
+        with os.scandir(self._cur) as it:
+            for entry in it:
+                if split_filename(entry.name)[0] == base:
+                    return entry.name
+        return None
+
+    def _replace_flags(self, uid: int, flags: Flags, odd: str | None) -> None:
+        i = bisect.bisect_left(self._records, uid, key=_uid_of)
+        if i < len(self._records) and self._records[i].uid == uid:
+            # A new record, not a mutation: snapshots others hold stay true.
+            self._records[i] = attrs.evolve(self._records[i], flags=flags)
+            self._snapshot = None
+        if odd is None:
+            self._odd_names.pop(uid, None)
+        else:
+            self._odd_names[uid] = odd
+
+    def _remove_uids(self, uids: Iterable[int]) -> None:
+        gone = set(uids)
+        self._records = [r for r in self._records if r.uid not in gone]
+        self._snapshot = None
+        for uid in gone:
+            self._odd_names.pop(uid, None)
+            self._recent.discard(uid)
+
+
+def _link_or_copy(source: Path, target: Path) -> None:
+    """Hard-link *source* as *target*; copy (fsynced, mtime kept) where links fail."""
+    try:
+        os.link(source, target)
+        return
+    except OSError as exc:
+        if isinstance(exc, FileNotFoundError):
+            raise
+    try:
+        shutil.copyfile(source, target)
+        shutil.copystat(source, target)
+        fd = os.open(target, os.O_RDONLY)
+        try:
+            os.fsync(fd)
+        finally:
+            os.close(fd)
+    except BaseException:
+        unlink_quietly(target)
+        raise
+
+
+def _classify(
+    on_disk: dict[str, tuple[str, bool]], uidlist: UidList, highest: int
+) -> tuple[list[tuple[int, str, UidEntry | None]], list[str]]:
+    """Split unknown files into (uid, base, entry) listed usably, and unlisted bases.
+
+    A file listed at or below *highest* (a UID already handed out to a later
+    message) counts as unlisted: it gets a fresh UID, because sequence
+    numbers must follow UID order.
+    """
+    listed = {e.base: e for e in uidlist.entries if e.base in on_disk}
+    found: list[tuple[int, str, UidEntry | None]] = []
+    unlisted: list[str] = []
+    for base in on_disk:
+        entry = listed.get(base)
+        if entry is not None and entry.uid > highest:
+            found.append((entry.uid, base, entry))
+        else:
+            unlisted.append(base)
+    return found, unlisted
