@@ -389,7 +389,7 @@ class POP3Server(Protocol):
 
     def _refuse_plaintext(self) -> None:
         self._send(
-            "-ERR [AUTH] plaintext login is not allowed on an unencrypted connection; "
+            "-ERR [AUTH] plaintext login needs an encrypted connection: "
             + ("use STLS first" if self._stls_available() else "use the POP3S port")
         )
 
