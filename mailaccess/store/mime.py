@@ -1,0 +1,858 @@
+"""Message parsing for IMAP FETCH and SEARCH: envelope, body structure, offsets.
+
+``parse_message(data)`` walks a stored message once and returns a
+``MessageInfo``: the ten ENVELOPE fields, the tree of MIME parts with all that
+BODY and BODYSTRUCTURE need (RFC 3501 §7.4.2), and for every part the offsets
+of its MIME header and body *in the stored file* plus their sizes as a client
+sees them (CRLF line ends), so ``BODY[1.2]<100.5000>`` can be streamed from
+the file (RFC 3501 §6.4.5) without parsing again.
+
+It is a lean offset-keeping parser, not the stdlib ``email`` package: that one
+is slow on large mailboxes and forgets where things are.  Boundary lines are
+found with ``bytes.find`` so base64 attachments cost a C-speed scan, not a
+Python loop per line.  Behaviour on malformed mail follows Dovecot 2.3 (the
+reference answers in tests/fixtures/mime/dovecot_answers.json):
+
+* a boundary line is any line starting with ``--boundary`` of any enclosing
+  multipart; the longest matching boundary wins (RFC 2046 §5.1.1 asks senders
+  not to make one a prefix of another; readers cannot rely on it);
+* the line break before a boundary line belongs to the boundary;
+* an unterminated multipart ends where an outer boundary or the data ends;
+* a multipart without a boundary parameter, or with no part at all, gets one
+  empty text/plain part;
+* no header/body separator: everything is header and the body is empty.
+
+Nesting is capped at ``MAX_DEPTH``; deeper parts are leaves.  The parser
+never raises on any input.
+
+Line ends: the stored file normally has LF; CRLF files are parsed the same.
+The CRLF view converts each LF not preceded by CR into CRLF and leaves bare
+CR alone, as Dovecot's istream-crlf does; every size here is in that view.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import quopri
+import re
+from collections.abc import Iterable, Iterator, Sequence
+from typing import IO
+
+import attrs
+
+from mailaccess.store.mime_header import (
+    Address,
+    Params,
+    decode_raw,
+    decode_words,
+    iter_fields,
+    param,
+    parse_addresses,
+    parse_date,
+    split_value,
+)
+
+__all__ = [
+    "MAX_DEPTH",
+    "Address",
+    "Envelope",
+    "MessageInfo",
+    "Params",
+    "Part",
+    "Section",
+    "crlf_size",
+    "decoded_header_values",
+    "decoded_text",
+    "find_section",
+    "header_fields",
+    "iter_crlf",
+    "iter_crlf_partial",
+    "iter_decoded_text",
+    "parse_message",
+    "read_range",
+    "section_range",
+    "to_crlf",
+]
+
+#: Deepest nesting of multipart and message/rfc822 parts that is parsed;
+#: anything below is treated as an opaque leaf.  Dovecot uses 100.
+MAX_DEPTH = 100
+
+_DEFAULT_PARAMS: Params = ((b"charset", b"us-ascii"),)
+
+
+@attrs.frozen(slots=True)
+class Envelope:
+    """The ENVELOPE of a message (RFC 3501 §7.4.2), ready to encode.
+
+    Strings are the raw header values, unfolded, encoded words left as sent;
+    None is NIL.  Address lists are tuples of (name, adl, mailbox, host), None
+    when the field is absent or empty.  As Dovecot does, a repeated string
+    field keeps its last occurrence and repeated address fields are joined;
+    Sender and Reply-To default to From (RFC 3501 §7.4.2).
+    """
+
+    date: bytes | None = None
+    subject: bytes | None = None
+    from_: tuple[Address, ...] | None = None
+    sender: tuple[Address, ...] | None = None
+    reply_to: tuple[Address, ...] | None = None
+    to: tuple[Address, ...] | None = None
+    cc: tuple[Address, ...] | None = None
+    bcc: tuple[Address, ...] | None = None
+    in_reply_to: bytes | None = None
+    message_id: bytes | None = None
+
+
+@attrs.define(slots=True, eq=True)
+class Part:
+    """One MIME entity: a BODY/BODYSTRUCTURE node and its place in the file.
+
+    ``header_start <= body_start <= body_end`` are offsets in the stored file:
+    the MIME header (for the top-level part: the message header) is
+    ``[header_start, body_start)`` including the blank line that ends it, the
+    body is ``[body_start, body_end)``.  ``header_size`` and ``size`` are the
+    octet counts of those ranges in CRLF form; ``size`` is BODYSTRUCTURE's
+    body size.  ``lines`` is the body's line count (reported for text/* and
+    message/rfc822 only).
+
+    ``params`` is None (NIL) or the parameters in header order with
+    ``charset=us-ascii`` added to text/* parts that lack one (RFC 2045 §5.2).
+    A multipart has ``children``; a message/rfc822 part has ``envelope`` and
+    ``message``, the top-level part of the encapsulated message, whose header
+    range is the encapsulated header (for ``n.HEADER``) and whose body range
+    is the encapsulated body (``n.TEXT``).
+    """
+
+    type: bytes
+    subtype: bytes
+    params: Params | None
+    id: bytes | None
+    description: bytes | None
+    encoding: bytes
+    md5: bytes | None
+    disposition: tuple[bytes, Params | None] | None
+    language: tuple[bytes, ...] | None
+    location: bytes | None
+    header_start: int
+    body_start: int
+    body_end: int
+    header_size: int
+    size: int
+    lines: int
+    children: tuple[Part, ...] = ()
+    envelope: Envelope | None = None
+    message: Part | None = None
+
+    @property
+    def is_multipart(self) -> bool:
+        """True for a multipart/* part (its body is ``children``)."""
+        return bool(self.children)
+
+    @property
+    def is_message(self) -> bool:
+        """True for a message/rfc822 part that encapsulates a parsed message."""
+        return self.message is not None
+
+
+@attrs.frozen(slots=True)
+class MessageInfo:
+    """Everything FETCH and SEARCH need of one message without reading it again.
+
+    ``size`` is the stored size, ``vsize`` the RFC822.SIZE (CRLF line ends);
+    ``header_size`` is the CRLF size of the header incl. its blank line.
+    ``date`` is the Date: header as a UTC timestamp and ``date_offset`` its
+    zone in seconds east of UTC (SEARCH SENTON etc. compare the date in the
+    sender's zone, RFC 3501 §6.4.4); both None when missing or unparseable.
+    """
+
+    envelope: Envelope
+    body: Part
+    size: int
+    vsize: int
+    date: float | None = None
+    date_offset: int | None = None
+
+    @property
+    def header_size(self) -> int:
+        """CRLF octets of the message header, blank line included."""
+        return self.body.header_size
+
+
+@attrs.frozen(slots=True)
+class Section:
+    """A range of the stored file and its octet count in the CRLF view."""
+
+    start: int
+    end: int
+    size: int
+
+
+# --- CRLF view ----------------------------------------------------------------
+
+
+def to_crlf(data: bytes) -> bytes:
+    """LF → CRLF, keeping existing CRLF and bare CR (as Dovecot's istream-crlf)."""
+    if b"\r" not in data:
+        return data.replace(b"\n", b"\r\n")
+    return data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+
+
+def crlf_size(data: bytes, start: int = 0, end: int | None = None) -> int:
+    """Octets of ``data[start:end]`` in the CRLF view, without converting."""
+    if end is None:
+        end = len(data)
+    if end <= start:
+        return 0
+    return end - start + data.count(b"\n", start, end) - data.count(b"\r\n", start, end)
+
+
+def iter_crlf(
+    fileobj: IO[bytes],
+    start: int,
+    end: int,
+    chunk_size: int = 65536,
+    replace_nul: bool = True,
+) -> Iterator[bytes]:
+    """Yield the CRLF view of the stored range ``[start, end)`` chunk by chunk.
+
+    Memory stays at about ``chunk_size``; a CRLF split across two chunks is
+    not doubled.  NUL octets may not appear in IMAP literals (RFC 3501 §4.3),
+    so by default each becomes 0x80 as Dovecot sends it; sizes are unchanged.
+    """
+    fileobj.seek(start)
+    remaining = end - start
+    prev_cr = False
+    while remaining > 0:
+        chunk = fileobj.read(min(chunk_size, remaining))
+        if not chunk:
+            return
+        remaining -= len(chunk)
+        # A CR ending the previous chunk already pairs with this LF.
+        out = b"\n" + to_crlf(chunk[1:]) if prev_cr and chunk[:1] == b"\n" else to_crlf(chunk)
+        prev_cr = chunk[-1:] == b"\r"
+        if replace_nul and b"\0" in out:
+            out = out.replace(b"\0", b"\x80")
+        yield out
+
+
+def iter_crlf_partial(
+    fileobj: IO[bytes],
+    start: int,
+    end: int,
+    offset: int,
+    length: int | None = None,
+    chunk_size: int = 65536,
+    replace_nul: bool = True,
+) -> Iterator[bytes]:
+    """Yield ``<offset.length>`` of the CRLF view of ``[start, end)`` (RFC 3501 §6.4.5).
+
+    The range is streamed: the skipped prefix is read but never held whole.
+    """
+    skip = max(offset, 0)
+    left = length
+    for chunk in iter_crlf(fileobj, start, end, chunk_size, replace_nul):
+        if skip:
+            if skip >= len(chunk):
+                skip -= len(chunk)
+                continue
+            chunk = chunk[skip:]
+            skip = 0
+        if left is not None:
+            if left <= len(chunk):
+                if left:
+                    yield chunk[:left]
+                return
+            left -= len(chunk)
+        yield chunk
+
+
+def read_range(fileobj: IO[bytes], start: int, end: int) -> bytes:
+    """The stored octets ``[start, end)`` (for small ranges such as headers)."""
+    fileobj.seek(start)
+    return fileobj.read(max(end - start, 0))
+
+
+# --- parsing ------------------------------------------------------------------
+
+_HEADER_END_RE = re.compile(rb"\n\r?\n")
+_ENVELOPE_FIELDS = frozenset(
+    {
+        b"date",
+        b"subject",
+        b"from",
+        b"sender",
+        b"reply-to",
+        b"to",
+        b"cc",
+        b"bcc",
+        b"in-reply-to",
+        b"message-id",
+    }
+)
+_ADDRESS_FIELDS = {
+    b"from": "from_",
+    b"sender": "sender",
+    b"reply-to": "reply_to",
+    b"to": "to",
+    b"cc": "cc",
+    b"bcc": "bcc",
+}
+_STRING_FIELDS = {
+    b"date": "date",
+    b"subject": "subject",
+    b"in-reply-to": "in_reply_to",
+    b"message-id": "message_id",
+}
+
+# A boundary line that was found: where it starts, which boundary (index in
+# the active list), where the next line starts, and whether it closes.
+_Hit = tuple[int, int, int, bool]
+
+
+class _Parser:
+    """One pass over one message; see the module docstring for the rules."""
+
+    def __init__(self, data: bytes) -> None:
+        self.data = data
+        self.size = len(data)
+        self.has_cr = b"\r" in data
+        self.eaten = -1  # a boundary line whose preceding break a header took
+
+    def vsize(self, start: int, end: int) -> tuple[int, int]:
+        """(CRLF size, LF count) of ``[start, end)``."""
+        if end <= start:
+            return 0, 0
+        data = self.data
+        lf = data.count(b"\n", start, end)
+        size = end - start + lf
+        if self.has_cr:
+            size -= data.count(b"\r\n", start, end)
+        return size, lf
+
+    def line_end(self, pos: int) -> int:
+        nl = self.data.find(b"\n", pos)
+        return self.size if nl < 0 else nl + 1
+
+    def match(self, pos: int, bounds: Sequence[bytes]) -> _Hit | None:
+        """The boundary line starting at *pos*, if it is one (longest match)."""
+        data = self.data
+        best = -1
+        best_len = -1
+        for i in range(len(bounds) - 1, -1, -1):  # innermost first on ties
+            b = bounds[i]
+            if len(b) > best_len and data.startswith(b, pos):
+                best, best_len = i, len(b)
+        if best < 0:
+            return None
+        after = pos + best_len
+        closing = data.startswith(b"--", after)
+        return (pos, best, self.line_end(after), closing)
+
+    def next_boundary(self, pos: int, bounds: Sequence[bytes], stop: int = -1) -> _Hit | None:
+        """The first boundary line at or after line start *pos* (before *stop*)."""
+        if not bounds:
+            return None
+        data = self.data
+        limit = self.size if stop < 0 else stop
+        if pos < limit and data.startswith(b"--", pos):
+            hit = self.match(pos, bounds)
+            if hit is not None:
+                return hit
+        while True:
+            i = data.find(b"\n--", pos, limit)
+            if i < 0:
+                return None
+            hit = self.match(i + 1, bounds)
+            if hit is not None:
+                return hit
+            pos = i + 1
+
+    def end_before(self, hit: _Hit | None, body_start: int) -> int:
+        """Where a body ends: before the line break that precedes the boundary."""
+        if hit is None:
+            return self.size
+        end = hit[0]
+        if end == self.eaten:
+            return end
+        if end > body_start and self.data[end - 1] == 0x0A:
+            end -= 1
+            if end > body_start and self.data[end - 1] == 0x0D:
+                end -= 1
+        return max(end, body_start)
+
+    def entity(
+        self,
+        start: int,
+        bounds: list[bytes],
+        depth: int,
+        digest: bool,
+        top: bool,
+    ) -> tuple[Part, _Hit | None]:
+        """Parse the entity at *start*; returns it and the boundary that ended it."""
+        data = self.data
+        # RFC 5322 §2.1: the header ends at the first empty line.
+        if data.startswith(b"\n", start):
+            header_end, body_start = start, start + 1
+        elif data.startswith(b"\r\n", start):
+            header_end, body_start = start, start + 2
+        else:
+            m = _HEADER_END_RE.search(data, start)
+            if m is None:
+                header_end = body_start = self.size
+            else:
+                header_end, body_start = m.start() + 1, m.end()
+        hit: _Hit | None = None
+        if bounds:
+            # A boundary inside what looks like the header ends the entity there.
+            early = self.next_boundary(start, bounds, header_end)
+            if early is not None:
+                # The header excludes the line break before the boundary, but
+                # (as in Dovecot, whose header reader has eaten it) that break
+                # is not given back to the boundary: an enclosing
+                # message/rfc822 body keeps it.
+                header_end = body_start = self.end_before(early, start)
+                hit = early
+                self.eaten = early[0]
+        header = data[start:header_end]
+        ctype = cte = cid = cdesc = cmd5 = cdisp = clang = cloc = None
+        env_addrs: dict[str, list[Address]] = {}
+        env_strings: dict[str, bytes] = {}
+        if header:
+            for name, value in iter_fields(header):
+                lname = name.lower()
+                if lname.startswith(b"content-"):
+                    key = lname[8:]
+                    if key == b"type":
+                        ctype = value
+                    elif key == b"transfer-encoding":
+                        cte = value
+                    elif key == b"id":
+                        cid = value
+                    elif key == b"description":
+                        cdesc = value
+                    elif key == b"md5":
+                        cmd5 = value
+                    elif key == b"disposition":
+                        cdisp = value
+                    elif key == b"language":
+                        clang = value
+                    elif key == b"location":
+                        cloc = value
+                elif top and lname in _ENVELOPE_FIELDS:
+                    if lname in _ADDRESS_FIELDS:
+                        attr = _ADDRESS_FIELDS[lname]
+                        env_addrs.setdefault(attr, []).extend(parse_addresses(value))
+                    else:
+                        if b"\r" in value:
+                            # A bare CR cannot travel in a quoted string;
+                            # Dovecot sends it as a space.
+                            value = value.replace(b"\r", b" ")
+                        env_strings[_STRING_FIELDS[lname]] = value
+        # RFC 2045 §5.2 defaults; RFC 2046 §5.1.5 for digest children.
+        params: Params | None
+        if ctype is not None:
+            head, plist = split_value(ctype)
+            slash = head.find(b"/")
+            if slash > 0:
+                mtype = head[:slash].strip()
+                subtype = head[slash + 1 :].strip()
+                params = plist or None
+            elif head:
+                # No subtype: Dovecot keeps the type and reports "" as subtype.
+                mtype, subtype, params = head, b"", plist or None
+            else:
+                mtype, subtype, params = b"text", b"plain", None
+        elif digest:
+            mtype, subtype, params = b"message", b"rfc822", None
+        else:
+            mtype, subtype, params = b"text", b"plain", None
+        ltype = mtype.lower()
+        lsub = subtype.lower()
+        if ltype == b"text" and param(params, b"charset") is None:
+            params = (params or ()) + _DEFAULT_PARAMS
+        encoding = b"7bit"
+        if cte:
+            token = cte.split(None, 1)[0] if cte.split() else b""
+            if token and token[:1] != b"(":
+                encoding = token
+        disposition: tuple[bytes, Params | None] | None = None
+        if cdisp:
+            dhead, dparams = split_value(cdisp)
+            if dhead:
+                disposition = (dhead, dparams or None)
+        language: tuple[bytes, ...] | None = None
+        if clang:
+            langs = tuple(t for t in re.split(rb"[\s,]+", clang) if t)
+            language = langs or None
+
+        children: tuple[Part, ...] = ()
+        message: Part | None = None
+        envelope: Envelope | None = None
+        if hit is not None:
+            body_end = body_start
+        elif ltype == b"multipart" and depth < MAX_DEPTH:
+            boundary = param(params, b"boundary")
+            inner = [*bounds, b"--" + boundary] if boundary else bounds
+            mine = len(bounds) if boundary else -1
+            kids: list[Part] = []
+            hit = self.next_boundary(body_start, inner)
+            while hit is not None and hit[1] == mine and not hit[3]:
+                child, hit = self.entity(hit[2], inner, depth + 1, lsub == b"digest", False)
+                kids.append(child)
+            floor = body_start
+            if hit is not None and hit[1] == mine:
+                # Closing delimiter: the epilogue runs to an outer boundary.
+                # The close delimiter's own line break stays in this body even
+                # when the next line is a boundary (Dovecot does the same).
+                floor = hit[2]
+                hit = self.next_boundary(hit[2], bounds)
+            body_end = max(self.end_before(hit, body_start), floor)
+            if not kids:
+                kids.append(self.empty_part(body_end))
+            children = tuple(kids)
+        elif ltype == b"message" and lsub == b"rfc822" and depth < MAX_DEPTH:
+            message, hit = self.entity(body_start, bounds, depth + 1, False, True)
+            envelope = self.last_envelope
+            body_end = self.end_before(hit, body_start)
+        else:
+            hit = self.next_boundary(body_start, bounds)
+            body_end = self.end_before(hit, body_start)
+
+        header_size, _ = self.vsize(start, body_start)
+        size, lines = self.vsize(body_start, body_end)
+        if top:
+            self.last_envelope = _make_envelope(env_addrs, env_strings)
+        part = Part(
+            type=mtype,
+            subtype=subtype,
+            params=params,
+            id=cid,
+            description=cdesc,
+            encoding=encoding,
+            md5=cmd5,
+            disposition=disposition,
+            language=language,
+            location=cloc,
+            header_start=start,
+            body_start=body_start,
+            body_end=body_end,
+            header_size=header_size,
+            size=size,
+            lines=lines,
+            children=children,
+            envelope=envelope,
+            message=message,
+        )
+        return part, hit
+
+    last_envelope: Envelope = Envelope()
+
+    def empty_part(self, at: int) -> Part:
+        return Part(
+            type=b"text",
+            subtype=b"plain",
+            params=_DEFAULT_PARAMS,
+            id=None,
+            description=None,
+            encoding=b"7bit",
+            md5=None,
+            disposition=None,
+            language=None,
+            location=None,
+            header_start=at,
+            body_start=at,
+            body_end=at,
+            header_size=0,
+            size=0,
+            lines=0,
+        )
+
+
+def _make_envelope(addrs: dict[str, list[Address]], strings: dict[str, bytes]) -> Envelope:
+    def field(name: str) -> tuple[Address, ...] | None:
+        value = addrs.get(name)
+        return tuple(value) if value else None
+
+    from_ = field("from_")
+    return Envelope(
+        date=strings.get("date"),
+        subject=strings.get("subject"),
+        from_=from_,
+        sender=field("sender") or from_,
+        reply_to=field("reply_to") or from_,
+        to=field("to"),
+        cc=field("cc"),
+        bcc=field("bcc"),
+        in_reply_to=strings.get("in_reply_to"),
+        message_id=strings.get("message_id"),
+    )
+
+
+def parse_message(data: bytes) -> MessageInfo:
+    """Parse a stored message (LF or CRLF line ends); never raises.
+
+    If something unforeseen still goes wrong, the message is described as a
+    single text/plain body so that FETCH can always answer.
+    """
+    parser = _Parser(data)
+    try:
+        body, _ = parser.entity(0, [], 0, False, True)
+        envelope = parser.last_envelope
+    except Exception:  # the store must never fail on a message's content
+        envelope = Envelope()
+        body = parser.empty_part(0)
+        size, lines = parser.vsize(0, len(data))
+        body = attrs.evolve(body, body_end=len(data), size=size, lines=lines)
+    sent = parse_date(envelope.date)
+    return MessageInfo(
+        envelope=envelope,
+        body=body,
+        size=len(data),
+        vsize=parser.vsize(0, len(data))[0],
+        date=sent[0] if sent else None,
+        date_offset=sent[1] if sent else None,
+    )
+
+
+# --- sections (RFC 3501 §6.4.5) -----------------------------------------------
+
+
+def find_section(info: MessageInfo, part_path: tuple[int, ...]) -> Part | None:
+    """The part a section number names, or None if there is no such part.
+
+    RFC 3501 §6.4.5: a multipart's parts are numbered from 1; a message/rfc822
+    part's sub-numbers address the encapsulated message; a non-multipart part
+    has a part 1, itself (once: ``1.1`` of a single-part message does not
+    exist, as in Dovecot).  ``()`` is the whole message.
+    """
+    cur = info.body
+    state = "message"  # at a message's top part; "part": reached by number
+    for n in part_path:
+        if n < 1:
+            return None
+        if state != "message" and cur.message is not None:
+            cur = cur.message
+            state = "message"
+        if cur.children:
+            if n > len(cur.children):
+                return None
+            cur = cur.children[n - 1]
+            state = "part"
+        elif n == 1 and state != "absorbed":
+            state = "absorbed"
+        else:
+            return None
+    return cur
+
+
+def section_range(info: MessageInfo, part_path: tuple[int, ...], spec: str = "") -> Section | None:
+    """The stored range a ``BODY[<path>.<spec>]`` section is served from.
+
+    *spec* is ``""`` (the part's body, or the whole message for ``()``),
+    ``"HEADER"`` (also the range to filter for ``HEADER.FIELDS``/``.NOT``),
+    ``"TEXT"`` or ``"MIME"``.  HEADER and TEXT of a numbered part exist only
+    for message/rfc822 parts (RFC 3501 §6.4.5).  None when the section does
+    not exist; Dovecot then answers with an empty string.
+    """
+    spec = spec.upper()
+    if spec.startswith("HEADER"):
+        spec = "HEADER"
+    if not part_path:
+        root = info.body
+        if spec == "":
+            return Section(0, info.size, info.vsize)
+        if spec == "HEADER":
+            return Section(root.header_start, root.body_start, root.header_size)
+        if spec == "TEXT":
+            return Section(root.body_start, root.body_end, root.size)
+        return None
+    part = find_section(info, part_path)
+    if part is None:
+        return None
+    if spec == "":
+        return Section(part.body_start, part.body_end, part.size)
+    if spec == "MIME":
+        return Section(part.header_start, part.body_start, part.header_size)
+    inner = part.message
+    if inner is None:
+        return None
+    if spec == "HEADER":
+        return Section(inner.header_start, inner.body_start, inner.header_size)
+    if spec == "TEXT":
+        return Section(inner.body_start, inner.body_end, inner.size)
+    return None
+
+
+# --- header fields ------------------------------------------------------------
+
+
+def header_fields(header: bytes, names: Iterable[str | bytes], exclude: bool = False) -> bytes:
+    """BODY[HEADER.FIELDS (…)] / HEADER.FIELDS.NOT of a header block (RFC 3501 §6.4.5).
+
+    Field names match case-insensitively; a field keeps its folded
+    continuation lines; the result ends with the blank line the RFC requires
+    (even when no field matched) — provided *header* has one, as the header
+    range from ``section_range`` does; a message without a header/body
+    separator gets none, as in Dovecot.  Output has CRLF line ends.
+    """
+    wanted = {n.encode("ascii", "replace") if isinstance(n, str) else n for n in names}
+    wanted = {n.lower() for n in wanted}
+    out: list[bytes] = []
+    keep = False
+    for line in to_crlf(header).split(b"\r\n"):
+        if not line:
+            continue
+        if line[:1] in (b" ", b"\t"):
+            if keep:
+                out.append(line)
+            continue
+        colon = line.find(b":")
+        name = line[:colon].rstrip(b" \t").lower() if colon > 0 else None
+        if name is None:
+            keep = False
+            continue
+        keep = (name in wanted) != exclude
+        if keep:
+            out.append(line)
+    blank = (
+        b"\r\n"
+        if header.endswith(b"\n\n")
+        or header.endswith(b"\n\r\n")
+        or header
+        in (
+            b"\n",
+            b"\r\n",
+        )
+        else b""
+    )
+    return b"".join(line + b"\r\n" for line in out) + blank
+
+
+def decoded_header_values(source: MessageInfo | bytes, name: str) -> list[str]:
+    """The values of header *name*, RFC 2047 encoded words decoded (for SEARCH).
+
+    *source* is a header block (bytes: every field is available) or a
+    MessageInfo, which knows only the ENVELOPE fields (Date, Subject, From,
+    Sender, Reply-To, To, Cc, Bcc, In-Reply-To, Message-ID); for any other
+    name pass the header, e.g. ``read_range(f, 0, info.body.body_start)``.
+    Address fields from a MessageInfo are rendered ``name <mailbox@host>``.
+    """
+    lname = name.lower().encode("ascii", "replace")
+    if isinstance(source, bytes):
+        return [decode_words(v) for n, v in iter_fields(source) if n.lower() == lname]
+    env = source.envelope
+    if lname in _STRING_FIELDS:
+        value = getattr(env, _STRING_FIELDS[lname])
+        return [] if value is None else [decode_words(value)]
+    if lname in _ADDRESS_FIELDS:
+        addrs = getattr(env, _ADDRESS_FIELDS[lname])
+        if not addrs:
+            return []
+        return [", ".join(_render_address(a) for a in addrs if a[2] is not None)]
+    raise KeyError(f"{name!r} is not an ENVELOPE field: pass the header bytes instead")
+
+
+def _render_address(addr: Address) -> str:
+    name, _, mailbox, host = addr
+    spec = decode_raw(mailbox or b"")
+    if host:
+        spec += "@" + decode_raw(host)
+    if host is None:  # a group name
+        return decode_words(mailbox or b"") + ":"
+    return f"{decode_words(name)} <{spec}>" if name else spec
+
+
+# --- decoded body text for SEARCH BODY/TEXT ----------------------------------------
+
+
+def _text_parts(part: Part) -> Iterator[Part]:
+    if part.children:
+        for child in part.children:
+            yield from _text_parts(child)
+    elif part.message is not None:
+        yield from _text_parts(part.message)
+    elif part.type.lower() == b"text":
+        yield part
+
+
+class _Base64Stream:
+    """Incremental base64 decoder that skips junk and survives bad padding."""
+
+    _JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+
+    def __init__(self) -> None:
+        self.rest = b""
+
+    def feed(self, chunk: bytes, final: bool = False) -> bytes:
+        data = self.rest + self._JUNK.sub(b"", chunk)
+        cut = len(data) if final else len(data) // 4 * 4
+        data, self.rest = data[:cut], data[cut:]
+        if final and len(data) % 4:
+            data = data[: len(data) // 4 * 4] if len(data) % 4 == 1 else data
+            data += b"=" * (-len(data) % 4)
+        try:
+            return base64.b64decode(data)
+        except (binascii.Error, ValueError):
+            return b""
+
+
+def iter_decoded_text(
+    fileobj: IO[bytes],
+    info: MessageInfo,
+    chunk_size: int = 65536,
+    max_bytes: int | None = None,
+) -> Iterator[str]:
+    """Yield the decoded text of the message's text/* parts, chunk by chunk.
+
+    Transfer encodings (base64, quoted-printable) and charsets (any Python
+    knows; others as UTF-8 with replacement) are decoded.  Memory stays about
+    ``chunk_size``; at most *max_bytes* stored octets per part are read, so a
+    huge text part cannot stall a search.  For SEARCH BODY/TEXT (RFC 3501 §6.4.4).
+    """
+    for part in _text_parts(info.body):
+        charset = (param(part.params, b"charset") or b"us-ascii").decode("ascii", "replace")
+        if charset.lower() in ("us-ascii", "ascii"):
+            charset = "utf-8"  # 8-bit text mislabelled as ASCII is common
+        try:
+            decoder = codecs.getincrementaldecoder(charset)(errors="replace")
+        except (LookupError, ValueError):
+            decoder = codecs.getincrementaldecoder("utf-8")(errors="replace")
+        encoding = part.encoding.lower()
+        b64 = _Base64Stream() if encoding == b"base64" else None
+        end = part.body_end
+        if max_bytes is not None:
+            end = min(end, part.body_start + max_bytes)
+        fileobj.seek(part.body_start)
+        pos = part.body_start
+        pending = b""
+        while pos < end:
+            chunk = fileobj.read(min(chunk_size, end - pos))
+            if not chunk:
+                break
+            pos += len(chunk)
+            final = pos >= end
+            if b64 is not None:
+                raw = b64.feed(chunk, final)
+            elif encoding == b"quoted-printable":
+                data = pending + chunk
+                # Decode whole lines only, so "=" + hex split by a chunk survives.
+                cut = len(data) if final else data.rfind(b"\n") + 1
+                data, pending = data[:cut], data[cut:]
+                raw = quopri.decodestring(data)
+            else:
+                raw = chunk
+            text = decoder.decode(raw, final)
+            if text:
+                yield text
+        if pending:
+            yield decoder.decode(quopri.decodestring(pending), True)
+
+
+def decoded_text(data: bytes, info: MessageInfo, max_bytes: int | None = None) -> str:
+    """The decoded text of the text parts of an in-memory message (see iter_decoded_text)."""
+    import io
+
+    return "".join(iter_decoded_text(io.BytesIO(data), info, max_bytes=max_bytes))

@@ -1,0 +1,344 @@
+"""Header-level parsing for the MIME parser: fields, parameters, addresses, dates.
+
+Pure functions on ``bytes``.  They never raise on malformed input: a field
+that cannot be understood degrades to what a lenient reader (Dovecot is the
+reference) would make of it.  Values stay raw bytes because RFC 3501 §7.4.2
+wants ENVELOPE and BODYSTRUCTURE strings as sent; decoding for display or
+SEARCH is in ``decode_words``.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import codecs
+import email.utils
+import re
+from collections.abc import Iterable
+
+Address = tuple[bytes | None, bytes | None, bytes | None, bytes | None]
+Params = tuple[tuple[bytes, bytes], ...]
+
+_WSP = b" \t"
+
+
+def iter_fields(header: bytes) -> Iterable[tuple[bytes, bytes]]:
+    """Yield (name, unfolded value) for each field of a header block.
+
+    RFC 5322 §2.2.3: unfolding removes the line break before a continuation
+    line and keeps its leading white space.  Lines that are neither a field
+    nor a continuation (no colon) are skipped, as Dovecot does.  The value's
+    leading white space is stripped; trailing white space is kept (Dovecot
+    keeps it in ENVELOPE strings).
+    """
+    name: bytes | None = None
+    value: list[bytes] = []
+    for line in header.split(b"\n"):
+        if line.endswith(b"\r"):
+            line = line[:-1]
+        if line[:1] in (b" ", b"\t"):
+            if name is not None:
+                value.append(line)
+            continue
+        if name is not None:
+            yield name, b"".join(value).lstrip(b" \t")
+            name = None
+        colon = line.find(b":")
+        if colon <= 0:
+            continue
+        name = line[:colon].rstrip(_WSP)
+        value = [line[colon + 1 :]]
+    if name is not None:
+        yield name, b"".join(value).lstrip(b" \t")
+
+
+# --- Content-Type and friends (RFC 2045 §5, RFC 2183, RFC 2231) --------------
+
+_PARAM_RE = re.compile(
+    rb';[ \t\r\n]*([^\s;="]+)[ \t\r\n]*=[ \t\r\n]*(?:"((?:[^"\\]|\\.)*)"?|([^\s;]*))', re.S
+)
+_UNQUOTE_RE = re.compile(rb"\\(.)", re.S)
+_COMMENT_RE = re.compile(rb"\((?:[^()\\]|\\.)*\)", re.S)
+_SECTION_RE = re.compile(rb"^(.*?)\*(\d+)(\*?)$|^(.*?)\*$", re.S)
+
+
+def split_value(value: bytes) -> tuple[bytes, Params]:
+    """Split ``type/sub; a=b; c="d"`` into the head and its parameters.
+
+    RFC 2231 continuations (``name*0``, ``name*1*``…) are joined into one
+    parameter the way Dovecot 2.3 presents them in BODYSTRUCTURE: plain
+    parameters first in their order, then the joined ones sorted by name;
+    a joined value whose first section is extended (``*0*``) or a lone
+    ``name*`` keeps its ``charset'lang'`` prefix and %-escapes, under the name
+    ``name*``.  Clients decode those themselves (RFC 2231 §4).
+    """
+    semi = value.find(b";")
+    head = (value if semi < 0 else value[:semi]).strip(b" \t\r\n")
+    if b"(" in head:
+        head = _COMMENT_RE.sub(b"", head).strip(b" \t\r\n")
+    if semi < 0:
+        return head, ()
+    plain: list[tuple[bytes, bytes]] = []
+    sections: list[tuple[bytes, int, bool, bytes]] = []
+    for m in _PARAM_RE.finditer(value, semi):
+        name = m.group(1)
+        quoted = m.group(2)
+        if quoted is not None:
+            val = _UNQUOTE_RE.sub(rb"\1", quoted) if b"\\" in quoted else quoted
+        else:
+            val = m.group(3) or b""
+        if b"*" not in name:
+            plain.append((name, val))
+            continue
+        sm = _SECTION_RE.match(name)
+        if sm is None:
+            plain.append((name, val))
+        elif sm.group(4) is not None:
+            sections.append((sm.group(4), 0, True, val))
+        else:
+            sections.append((sm.group(1), int(sm.group(2)), bool(sm.group(3)), val))
+    if not sections:
+        return head, tuple(plain)
+    sections.sort(key=lambda s: (s[0].lower(), s[1]))
+    joined: list[tuple[bytes, bytes]] = []
+    i = 0
+    while i < len(sections):
+        key = sections[i][0]
+        extended = sections[i][2]
+        vals = []
+        while i < len(sections) and sections[i][0].lower() == key.lower():
+            vals.append(sections[i][3])
+            i += 1
+        joined.append((key + b"*" if extended else key, b"".join(vals)))
+    return head, tuple(plain) + tuple(joined)
+
+
+def param(params: Params | None, name: bytes) -> bytes | None:
+    """The value of parameter *name* (case-insensitive), or None."""
+    if params:
+        lname = name.lower()
+        for key, value in params:
+            if key.lower() == lname:
+                return value
+    return None
+
+
+# --- addresses (RFC 5322 §3.4, RFC 3501 §7.4.2) ------------------------------
+
+# Tokens of the address grammar: quoted-string, comment, domain literal,
+# specials, atoms (anything else up to white space or a special).
+_TOKEN_RE = re.compile(
+    rb'"(?:[^"\\]|\\.)*"?'
+    rb"|\((?:[^()\\]|\\.|\((?:[^()\\]|\\.)*\))*\)?"
+    rb"|\[(?:[^\]\\]|\\.)*\]?"
+    rb"|[<>:;@,.]"
+    rb'|[^\s"()<>\[\]:;@,.]+'
+    rb"|\s+",
+    re.S,
+)
+
+
+def _phrase(words: list[bytes]) -> bytes | None:
+    out: list[bytes] = []
+    for w in words:
+        if w == b"." and out:
+            # obs-phrase (RFC 5322 §4.1): "John Q. Public" keeps its dot.
+            out[-1] += w
+            continue
+        if w[:1] == b'"':
+            w = w[1:-1] if w.endswith(b'"') and len(w) > 1 else w[1:]
+            if b"\\" in w:
+                w = _UNQUOTE_RE.sub(rb"\1", w)
+        out.append(w)
+    return b" ".join(out) if out else None
+
+
+def _join(tokens: list[bytes]) -> bytes:
+    return b"".join(t for t in tokens if t[:1] not in (b" ", b"\t", b"\r", b"\n"))
+
+
+def parse_addresses(value: bytes) -> list[Address]:
+    """Parse an address-list header value into ENVELOPE address structures.
+
+    RFC 3501 §7.4.2: (name, adl, mailbox, host); a group opens with
+    (NIL, NIL, group name, NIL) and closes with (NIL, NIL, NIL, NIL).  When a
+    mailbox has no display name, its last comment is used as the name, as
+    Dovecot does.  Anything unparseable yields what could be salvaged.
+    """
+    out: list[Address] = []
+    tokens = _TOKEN_RE.findall(value)
+    n = len(tokens)
+    i = 0
+    in_group = False
+    while i < n:
+        words: list[bytes] = []  # phrase words before '<' or ':'
+        plain: list[bytes] = []  # raw tokens of a bare addr-spec
+        comment: bytes | None = None
+        angle: list[bytes] | None = None
+        unclosed = False
+        ended_by = b""
+        while i < n:
+            t = tokens[i]
+            i += 1
+            c = t[:1]
+            if c in (b" ", b"\t", b"\r", b"\n"):
+                if plain:
+                    plain.append(t)
+                continue
+            if c == b"(":
+                inner = t[1:-1] if t.endswith(b")") else t[1:]
+                comment = inner.strip() or comment
+                continue
+            if t in (b",", b";") or (t == b":" and not in_group and angle is None):
+                ended_by = t
+                break
+            if t == b"<":
+                angle = []
+                while i < n and tokens[i] != b">":
+                    if tokens[i][:1] != b"(":
+                        angle.append(tokens[i])
+                    i += 1
+                if i >= n:
+                    unclosed = True
+                i += 1  # the '>'
+                continue
+            if angle is None:
+                plain.append(t)
+                if t != b"@" and c != b"[":
+                    words.append(t)
+        if ended_by == b":":
+            out.append((None, None, _phrase(words) or b"", None))
+            in_group = True
+            continue
+        if angle is not None:
+            name = _phrase(words)
+            route: bytes | None = None
+            spec = angle
+            if b":" in spec:
+                colon = spec.index(b":")
+                route = _join(spec[:colon]) or None
+                spec = spec[colon + 1 :]
+            addr = _addr_spec(name, route, spec)
+            if unclosed:
+                addr = (addr[0], addr[1], addr[2], SYNTAX_ERROR)
+            out.append(addr)
+        elif any(t[:1] not in (b" ", b"\t", b"\r", b"\n") for t in plain):
+            out.append(_addr_spec(comment, None, plain))
+        if ended_by == b";" and in_group:
+            out.append((None, None, None, None))
+            in_group = False
+    if in_group:
+        out.append((None, None, None, None))
+    return out
+
+
+#: Hosts Dovecot puts in ENVELOPE for addresses it could not read; a NIL
+#: host would mean "start of group" (RFC 3501 §7.4.2), so something is needed.
+MISSING_DOMAIN = b"MISSING_DOMAIN"
+SYNTAX_ERROR = b"SYNTAX_ERROR"
+
+
+def _local(tokens: list[bytes]) -> bytes:
+    out = []
+    for t in tokens:
+        if t[:1] == b'"':
+            t = t[1:-1] if t.endswith(b'"') and len(t) > 1 else t[1:]
+            if b"\\" in t:
+                t = _UNQUOTE_RE.sub(rb"\1", t)
+        elif t[:1] in (b" ", b"\t", b"\r", b"\n"):
+            continue
+        out.append(t)
+    return b"".join(out)
+
+
+def _addr_spec(name: bytes | None, route: bytes | None, spec: list[bytes]) -> Address:
+    host = b""
+    if b"@" in spec:
+        at = len(spec) - 1 - spec[::-1].index(b"@")
+        local = _local(spec[:at])
+        host = _join(spec[at + 1 :])
+    else:
+        local = _local(spec)
+    return (name, route, local, host or MISSING_DOMAIN)
+
+
+# --- dates (RFC 5322 §3.3) ---------------------------------------------------
+
+
+def parse_date(value: bytes | None) -> tuple[float, int] | None:
+    """(UTC timestamp, offset in seconds east of UTC) of a Date: value, or None."""
+    if not value:
+        return None
+    try:
+        parsed = email.utils.parsedate_tz(value.decode("ascii", "replace"))
+        if parsed is None:
+            return None
+        stamp = email.utils.mktime_tz(parsed)
+        offset = parsed[9] or 0
+        if not -86400 < offset < 86400:
+            return None
+        return float(stamp), offset
+    except (ValueError, OverflowError, TypeError, IndexError):
+        return None
+
+
+# --- RFC 2047 encoded words -------------------------------------------------
+
+_ENCODED_WORD_RE = re.compile(
+    rb"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=(?:[ \t\r\n]+(?==\?))?"
+)
+_QP_HEX_RE = re.compile(rb"=([0-9A-Fa-f]{2})")
+
+
+def _charset_decode(data: bytes, charset: str) -> str:
+    try:
+        codecs.lookup(charset)
+    except LookupError:
+        charset = "utf-8"
+    try:
+        return data.decode(charset, "replace")
+    except (LookupError, ValueError):
+        return data.decode("utf-8", "replace")
+
+
+def decode_raw(data: bytes) -> str:
+    """Text of raw (possibly 8-bit) header bytes: UTF-8 if valid, else Latin-1."""
+    try:
+        return data.decode("utf-8")
+    except UnicodeDecodeError:
+        return data.decode("latin-1")
+
+
+def decode_words(value: bytes) -> str:
+    """Decode RFC 2047 encoded words in a header value to text.
+
+    White space between two adjacent encoded words is dropped (RFC 2047 §6.2).
+    Unknown charsets fall back to UTF-8 with replacement; broken base64 or
+    quoted-printable keeps what could be decoded.  Never raises.
+    """
+    if b"=?" not in value:
+        return decode_raw(value)
+    out: list[str] = []
+    pos = 0
+    for m in _ENCODED_WORD_RE.finditer(value):
+        if m.start() > pos:
+            out.append(decode_raw(value[pos : m.start()]))
+        pos = m.end()
+        charset = m.group(1).decode("ascii", "replace")
+        text = m.group(3)
+        if m.group(2) in (b"B", b"b"):
+            text = text.rstrip(b"=")
+            text += b"=" * (-len(text) % 4)
+            try:
+                raw = base64.b64decode(text)
+            except (binascii.Error, ValueError):
+                try:
+                    raw = base64.b64decode(text[: len(text) // 4 * 4 - 4] + b"====")
+                except (binascii.Error, ValueError):
+                    raw = b""
+        else:
+            raw = _QP_HEX_RE.sub(lambda h: bytes([int(h.group(1), 16)]), text.replace(b"_", b" "))
+        out.append(_charset_decode(raw, charset))
+    if pos < len(value):
+        out.append(decode_raw(value[pos:]))
+    return "".join(out)
