@@ -621,8 +621,8 @@ class Mailbox(IMailbox):
             if from_new or not full:
                 result.recent.add(uid)
             _, letters = split_filename(name)
-            flags, extra = letters_to_flags(letters or "", self._keywords.by_letter)
-            if self._canonical_name(base, flags, extra) != name:
+            flags, _ = letters_to_flags(letters or "", self._keywords.by_letter)
+            if self._canonical_name(base, flags, "") != name:
                 result.odd_names[uid] = name
         if result.added:
             uidnext = max(uidnext, result.added[-1].uid + 1)
@@ -667,8 +667,8 @@ class Mailbox(IMailbox):
             if name == self._filename(record):
                 continue
             _, letters = split_filename(name)
-            flags, extra = letters_to_flags(letters or "", self._keywords.by_letter)
-            canonical = self._canonical_name(record.base, flags, extra) == name
+            flags, _ = letters_to_flags(letters or "", self._keywords.by_letter)
+            canonical = self._canonical_name(record.base, flags, "") == name
             result.odd_names[record.uid] = None if canonical else name
             if flags != record.flags:
                 result.changed.append((record.uid, flags))

@@ -1,0 +1,365 @@
+"""The Mailbox: index, durable mutations, events, other programs' changes."""
+
+from __future__ import annotations
+
+import errno
+import os
+import tracemalloc
+from collections.abc import Callable
+
+import attrs
+import pytest
+
+from mailaccess.store import mailbox as mailbox_module
+from mailaccess.store import maildir, uidlist
+from mailaccess.store.mailbox import Mailbox
+from mailaccess.store.model import (
+    ChangeEvent,
+    FlagsChanged,
+    MessageGone,
+    MessageRecord,
+    MessagesAdded,
+    MessagesExpunged,
+    StoreUnavailable,
+)
+from tests.store.conftest import failure_of, result_of
+
+Opener = Callable[..., Mailbox]
+MSG = b"From: a@example.org\r\nSubject: hi\r\n\r\nline one\r\nline two\r\n"
+
+
+def cur_names(box: Mailbox) -> list[str]:
+    return sorted(os.listdir(box.path / "cur"))
+
+
+def test_append_stores_lf_with_sizes_flags_and_uid(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    record = result_of(box.append(MSG, frozenset({"\\Seen", "$Forwarded"}), 1_600_000_000.0))
+    assert record.uid == 1 and box.uidnext == 2
+    assert record.size == len(MSG) - 5 and record.vsize == len(MSG)
+    assert record.flags == {"\\Seen", "$Forwarded"}
+    assert record.internal_date == 1_600_000_000.0
+    (name,) = cur_names(box)
+    assert name == f"{record.base}:2,Sa"
+    assert f",S={record.size},W={record.vsize}" in record.base
+    assert (box.path / "cur" / name).read_bytes() == maildir.to_lf(MSG)
+    assert os.listdir(box.path / "tmp") == []
+    assert (box.path / "dovecot-keywords").read_text() == "0 $Forwarded\n"
+    lines = (box.path / "dovecot-uidlist").read_text().splitlines()
+    assert lines[0].startswith(f"3 V{box.uidvalidity} ")
+    assert lines[1:] == [f"1 :{record.base}"]
+    with box.open_message(1) as f:
+        assert f.read() == maildir.to_lf(MSG)
+
+
+def test_reopen_keeps_uids_flags_and_uidvalidity(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    for i in range(3):
+        result_of(box.append(MSG + str(i).encode()))
+    result_of(box.store_flags([2], frozenset({"\\Answered", "Work"}), "add"))
+    result_of(box.expunge([1]))
+    again = open_mailbox()
+    assert again is not box
+    assert again.uidvalidity == box.uidvalidity
+    assert [(r.uid, r.flags) for r in again.records()] == [
+        (2, {"\\Answered", "Work"}),
+        (3, frozenset()),
+    ]
+    # RFC 3501 §2.3.1.1: UIDs are never reused, even of the expunged highest one.
+    result_of(again.expunge([3]))
+    assert open_mailbox().uidnext == 4
+
+
+def test_record_lookup_by_uid(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    for _ in range(5):
+        result_of(box.append(MSG))
+    result_of(box.expunge([2, 4]))
+    assert [box.record(u) is not None for u in range(7)] == [
+        False, True, False, True, False, True, False,
+    ]  # fmt: skip
+
+
+def test_two_listeners_hear_the_same_events_in_the_same_order(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    heard_a: list[ChangeEvent] = []
+    heard_b: list[ChangeEvent] = []
+    box.add_listener(heard_a.append)
+    box.add_listener(heard_b.append)
+    fired: list[str] = []
+    d = box.append(MSG)
+    d.addCallback(lambda _: fired.append(f"append after {len(heard_a)} events"))
+    result_of(box.store_flags([1], frozenset({"\\Seen"}), "add"))
+    result_of(box.store_flags([1], frozenset({"\\Seen"}), "add"))  # no change: no event
+    result_of(box.expunge([1, 99]))
+    assert heard_a == heard_b
+    assert [type(e) for e in heard_a] == [MessagesAdded, FlagsChanged, MessagesExpunged]
+    assert heard_a[1] == FlagsChanged("box", ((1, frozenset({"\\Seen"})),))
+    assert heard_a[2] == MessagesExpunged("box", (1,))
+    # The event is out before the mutation's Deferred fires.
+    assert fired == ["append after 1 events"]
+
+
+def test_a_failing_listener_does_not_stop_the_others(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    heard: list[ChangeEvent] = []
+
+    def broken(event: ChangeEvent) -> None:
+        raise RuntimeError("session bug")
+
+    box.add_listener(broken)
+    box.add_listener(heard.append)
+    result_of(box.append(MSG))
+    assert len(heard) == 1
+
+
+def test_store_flags_modes_rfc3501_6_4_6(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG, frozenset({"\\Seen"})))
+    assert result_of(box.store_flags([1], frozenset({"\\Flagged", "A"}), "add")) == {
+        1: {"\\Seen", "\\Flagged", "A"}
+    }
+    assert result_of(box.store_flags([1], frozenset({"\\Seen"}), "remove")) == {
+        1: {"\\Flagged", "A"}
+    }
+    assert result_of(box.store_flags([1, 5], frozenset({"\\Draft"}), "replace")) == {
+        1: {"\\Draft"}
+    }
+    assert cur_names(box) == [f"{box.record(1).base}:2,D"]  # type: ignore[union-attr]
+
+
+def test_records_snapshot_is_not_changed_by_later_mutations(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    snapshot = box.records()
+    result_of(box.store_flags([1], frozenset({"\\Seen"}), "add"))
+    result_of(box.append(MSG))
+    assert len(snapshot) == 1 and snapshot[0].flags == frozenset()
+
+
+def test_take_recent_goes_to_exactly_one_session_rfc3501_2_3_2(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    (box.path / "new" / "100.M1P1.mta").write_bytes(b"Subject: x\n\nbody\n")
+    box = open_mailbox()
+    assert box.take_recent() == {1}
+    assert box.take_recent() == frozenset()
+    result_of(box.append(MSG))
+    assert box.take_recent() == {2}
+    assert box.take_recent() == frozenset()
+
+
+def test_open_moves_new_to_cur_and_lists_unknown_files(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    (box.path / "new" / "200.M1P1.mta").write_bytes(b"a\nb\n")
+    (box.path / "cur" / "150.M1P1.mutt:2,RS").write_bytes(b"c\r\n")
+    box = open_mailbox()
+    assert os.listdir(box.path / "new") == []
+    assert "200.M1P1.mta:2," in cur_names(box)
+    assert [(r.uid, r.base, r.flags, r.size, r.vsize) for r in box.records()] == [
+        (1, box.record(1).base, frozenset(), len(MSG) - 5, len(MSG)),  # type: ignore[union-attr]
+        (2, "150.M1P1.mutt", {"\\Answered", "\\Seen"}, 3, 3),
+        (3, "200.M1P1.mta", frozenset(), 4, 6),
+    ]
+    lines = (box.path / "dovecot-uidlist").read_text().splitlines()
+    # The CRLF size goes into the uidlist (Dovecot's W extension).
+    assert lines[2:] == ["2 W3 :150.M1P1.mutt", "3 W6 :200.M1P1.mta"]
+
+
+def test_append_enospc_leaves_nothing_behind(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    uidlist_before = (box.path / "dovecot-uidlist").read_bytes()
+
+    def full_disk(fd: int, data: object) -> int:
+        raise OSError(errno.ENOSPC, "No space left on device")
+
+    monkeypatch.setattr(maildir.os, "write", full_disk)
+    error = failure_of(box.append(MSG))
+    assert isinstance(error, StoreUnavailable) and "disk is full" in str(error)
+    monkeypatch.undo()
+    assert os.listdir(box.path / "tmp") == []
+    assert len(cur_names(box)) == 1
+    assert (box.path / "dovecot-uidlist").read_bytes() == uidlist_before
+    assert box.uidnext == 2
+    assert result_of(box.append(MSG)).uid == 2
+
+
+def test_append_uidlist_failure_hands_out_no_uid(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = open_mailbox()
+    uidlist_before = (box.path / "dovecot-uidlist").read_bytes()
+    real_fsync = os.fsync
+    uidlist_fds: list[int] = []
+    real_open = uidlist.os.open
+
+    def tracking_open(path: object, flags: int, *args: object) -> int:
+        fd = real_open(path, flags, *args)  # type: ignore[arg-type]
+        if str(path).endswith("dovecot-uidlist") and flags & os.O_APPEND:
+            uidlist_fds.append(fd)
+        return fd
+
+    def failing_fsync(fd: int) -> None:
+        if fd in uidlist_fds:
+            raise OSError(errno.EIO, "Input/output error")
+        real_fsync(fd)
+
+    monkeypatch.setattr(uidlist.os, "open", tracking_open)
+    monkeypatch.setattr(uidlist.os, "fsync", failing_fsync)
+    error = failure_of(box.append(MSG))
+    assert isinstance(error, StoreUnavailable) and "I/O error" in str(error)
+    monkeypatch.undo()
+    assert cur_names(box) == [] and os.listdir(box.path / "tmp") == []
+    assert (box.path / "dovecot-uidlist").read_bytes() == uidlist_before
+    assert box.records() == () and box.uidnext == 1
+
+
+def test_copy_hard_links_and_keeps_flags_and_date(open_mailbox: Opener) -> None:
+    source = open_mailbox("src")
+    target = open_mailbox("dst")
+    result_of(target.append(b"existing\n"))
+    result_of(source.append(MSG, frozenset({"\\Seen", "Blue"}), 1_500_000_000.0))
+    result_of(source.append(MSG + b"2"))
+    heard: list[ChangeEvent] = []
+    target.add_listener(heard.append)
+    assert result_of(source.copy([2, 1, 7], target)) == [(1, 2), (2, 3)]
+    copied = target.record(2)
+    assert copied is not None
+    assert copied.flags == {"\\Seen", "Blue"} and copied.internal_date == 1_500_000_000.0
+    src_stat = os.stat(source.message_path(1))
+    assert os.stat(target.message_path(2)).st_ino == src_stat.st_ino
+    assert [type(e) for e in heard] == [MessagesAdded]
+    assert os.listdir(target.path / "tmp") == []
+
+
+def test_move_rfc6851_copies_then_expunges(open_mailbox: Opener) -> None:
+    source = open_mailbox("src")
+    target = open_mailbox("dst")
+    result_of(source.append(MSG))
+    result_of(source.append(MSG))
+    assert result_of(source.move([1], target)) == [(1, 1)]
+    assert [r.uid for r in source.records()] == [2]
+    with target.open_message(1) as f:
+        assert f.read() == maildir.to_lf(MSG)
+
+
+def test_open_message_of_expunged_uid_is_message_gone(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    result_of(box.expunge([1]))
+    with pytest.raises(MessageGone):
+        box.open_message(1)
+
+
+def test_open_message_follows_a_rename_by_another_program(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    record = result_of(box.append(MSG))
+    os.rename(box.message_path(1), box.path / "cur" / f"{record.base}:2,S")
+    with box.open_message(1) as f:
+        assert f.read() == maildir.to_lf(MSG)
+
+
+def test_rescan_reports_external_add_rename_remove(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    for _ in range(3):
+        result_of(box.append(MSG))
+    heard: list[ChangeEvent] = []
+    box.add_listener(heard.append)
+    cur = box.path / "cur"
+    # mutt sets \Seen on 1, another program deletes 2, an MTA delivers one.
+    os.rename(box.message_path(1), cur / f"{box.record(1).base}:2,S")  # type: ignore[union-attr]
+    os.unlink(box.message_path(2))
+    (box.path / "new" / "999.M1P1.mta").write_bytes(b"new mail\n")
+    result_of(box.rescan())
+    assert heard[0] == MessagesExpunged("box", (2,))
+    assert heard[1] == FlagsChanged("box", ((1, frozenset({"\\Seen"})),))
+    assert isinstance(heard[2], MessagesAdded)
+    assert [r.uid for r in heard[2].records] == [4]
+    assert box.take_recent() == {1, 2, 3, 4} - {2}
+    # A second rescan finds nothing new: no double events.
+    result_of(box.rescan())
+    assert len(heard) == 3
+
+
+def test_rescan_after_own_mutations_emits_nothing(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    result_of(box.store_flags([1], frozenset({"\\Seen", "k"}), "add"))
+    heard: list[ChangeEvent] = []
+    box.add_listener(heard.append)
+    result_of(box.rescan())
+    assert heard == []
+
+
+def test_unknown_flag_letters_survive_our_renames(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    (box.path / "cur" / "5.M1P1.h:2,PS").write_bytes(b"x\n")
+    box = open_mailbox()
+    assert box.record(1).flags == {"\\Seen"}  # type: ignore[union-attr]
+    result_of(box.store_flags([1], frozenset({"\\Flagged"}), "add"))
+    assert cur_names(box) == ["5.M1P1.h:2,FPS"]
+
+
+def test_uids_assigned_by_another_program_are_taken(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    # Dovecot delivers a message and lists it as UID 7 (its N had moved on).
+    (box.path / "cur" / "300.M1P1.dovecot,S=2,W=3:2,").write_bytes(b"x\n")
+    with open(box.path / "dovecot-uidlist", "a") as f:
+        f.write("7 :300.M1P1.dovecot,S=2,W=3\n")
+    heard: list[ChangeEvent] = []
+    box.add_listener(heard.append)
+    # Our next append learns of it first, so UIDs stay in order.
+    record = result_of(box.append(MSG))
+    assert record.uid == 8
+    assert [r.uid for r in box.records()] == [1, 7, 8]
+    assert [[r.uid for r in e.records] for e in heard if isinstance(e, MessagesAdded)] == [
+        [7],
+        [8],
+    ]
+
+
+def test_torn_uidlist_line_is_repaired_on_open(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    with open(box.path / "dovecot-uidlist", "a") as f:
+        f.write("2 :half-writ")
+    box = open_mailbox()
+    assert (box.path / "dovecot-uidlist").read_text().endswith("\n")
+    assert result_of(box.append(MSG)).uid == 2
+    assert [r.uid for r in open_mailbox().records()] == [1, 2]
+
+
+def test_index_of_100000_messages_stays_under_100_mb() -> None:
+    # Records as _make_record builds them: interned flag sets, a fresh base
+    # string each, floats for the date.
+    tracemalloc.start()
+    seen = maildir.intern_flags({"\\Seen"})
+    records = [
+        MessageRecord(
+            uid,
+            f"{1700000000 + uid}.M{uid % 1000000}P12345Q{uid}.mail.example.org,S=68000,W=69000",
+            seen,
+            68000 + uid,
+            69000 + uid,
+            1700000000.0 + uid,
+        )
+        for uid in range(1, 100_001)
+    ]
+    current, _peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert len(records) == 100_000
+    assert current < 100 * 1024 * 1024, current
+    # slots: no per-record __dict__
+    assert not hasattr(records[0], "__dict__")
+    assert attrs.has(MessageRecord)
+
+
+def test_run_synchronously_passes_errors() -> None:
+    def boom() -> None:
+        raise ValueError("x")
+
+    assert isinstance(failure_of(mailbox_module.run_synchronously(boom)), ValueError)
