@@ -203,7 +203,7 @@ def _build_section(
         dotted = f"{section}.{key}"
         converted = _convert(source, dotted, hints[key], value)
         if dotted in _PATH_KEYS:
-            converted = base / converted
+            converted = _under(base, converted)
         if section == "listen":
             converted = tuple(_resolve_unix_path(d, base) for d in converted)
         check = _CHECKS.get(dotted)
@@ -216,8 +216,13 @@ def _build_section(
         # Defaults that are relative paths follow the same rule as written ones.
         dotted = f"{section}.{key}"
         if key not in values and dotted in _PATH_KEYS and isinstance(field.default, Path):
-            values[key] = base / field.default
+            values[key] = _under(base, field.default)
     return cls(**values)
+
+
+def _under(base: Path, path: Path) -> Path:
+    """*path* resolved against *base*, with ``..`` folded so messages read well."""
+    return Path(os.path.normpath(base / path))
 
 
 def _resolve_unix_path(description: str, base: Path) -> str:
@@ -231,7 +236,7 @@ def _resolve_unix_path(description: str, base: Path) -> str:
         prefix, first = "address=", first[len("address=") :]
     if not first or first.startswith("/") or "=" in first:
         return description
-    return f"{kind}:{prefix}{base / first}{sep}{tail}"
+    return f"{kind}:{prefix}{_under(base, Path(first))}{sep}{tail}"
 
 
 def _reject_unknown(source: Path, prefix: str, table: Mapping[str, Any], known: Any) -> None:

@@ -198,7 +198,9 @@ def make_service(
             continue
         module = importlib.import_module(module_name)
         factory: Any = module.make_factory(context, implicit_tls=implicit_tls)
-        if implicit_tls:
+        # A protocol may wrap its implicit-TLS factory itself; wrapping twice
+        # would put TLS inside TLS.
+        if implicit_tls and not isinstance(factory, TLSMemoryBIOFactory):
             assert tls is not None  # the config loader insists on a certificate
             factory = TLSMemoryBIOFactory(tls, False, factory)  # type: ignore[arg-type]
         for description in descriptions:
