@@ -1,0 +1,406 @@
+"""Dovecot on-disk compatibility, both directions (issue 3 item 3; DESIGN.md).
+
+A sysadmin must be able to move a Maildir between Dovecot 2.3 and mailaccess
+without any client noticing: same UIDVALIDITY (RFC 3501 §2.3.1.1), same UIDs
+(§2.3.1.1), same flags and keywords (§2.3.2), same subscriptions (§6.3.6), and
+so the same POP3 unique-ids (RFC 1939 §7, Dovecot's ``%08Xu%08Xv``).
+
+(a) the committed fixture (written by a real Dovecot, see
+    tests/fixtures/make_dovecot_fixtures.py) opens in our store with the
+    values Dovecot itself reported — runs without Dovecot installed;
+(b) live: a Dovecot writes a Maildir now, we open it → same;
+(c) live: our store writes a Maildir, Dovecot serves it over IMAP and POP3
+    with our UIDVALIDITY, UIDs, flags, keywords and subscriptions;
+(d) live: Dovecot changes a Maildir we wrote (APPEND, STORE, EXPUNGE), we
+    see the new message under Dovecot's UID, and its flags and expunges.
+"""
+
+from __future__ import annotations
+
+import datetime
+import imaplib
+import importlib.util
+import json
+import os
+import poplib
+import re
+import shutil
+from collections.abc import Iterator
+from pathlib import Path
+from types import ModuleType
+from typing import Any
+
+import pytest
+from twisted.internet.defer import Deferred
+from twisted.internet.task import Clock
+from twisted.python.failure import Failure
+
+from mailaccess.config import MailboxesConfig
+from mailaccess.pop3.uidl import UIDLFormat
+from mailaccess.store import mutf7
+from mailaccess.store.account import Account, Store
+from mailaccess.store.mailbox import run_synchronously
+from mailaccess.store.model import MessageRecord
+from tests.support.dovecot import Dovecot, require_dovecot
+
+FIXTURES = Path(__file__).parent.parent / "fixtures"
+FIXTURE = FIXTURES / "dovecot"
+FACTS: dict[str, Any] = json.loads((FIXTURE / "facts.json").read_text("utf-8"))
+USER, PASSWORD = "alice", "secret"
+DOVECOT_UIDL = UIDLFormat.parse("%08Xu%08Xv")
+
+
+# --- helpers -------------------------------------------------------------------
+
+
+def result_of(d: Deferred[Any]) -> Any:
+    """The result of a Deferred that has fired (the store runs synchronously here)."""
+    box: list[Any] = []
+    d.addBoth(box.append)
+    assert box, "the Deferred has not fired"
+    if isinstance(box[0], Failure):
+        box[0].raiseException()
+    return box[0]
+
+
+def open_account(mail_root: Path) -> Account:
+    # Clock provides IReactorTime through zope.interface, which mypy cannot see.
+    clock: Any = Clock()
+    store = Store(mail_root, MailboxesConfig(), clock, run_synchronously)
+    return store.account(USER)
+
+
+def our_view(record: MessageRecord) -> dict[str, Any]:
+    """What a client sees of one message, in the shape of facts.json."""
+    return {
+        "uid": record.uid,
+        "flags": sorted(record.flags),
+        "vsize": record.vsize,
+        "size": record.size,
+        # INTERNALDATE has whole seconds (RFC 3501 §9 date-time).
+        "internal_date": float(int(record.internal_date)),
+    }
+
+
+def dovecot_view(message: dict[str, Any]) -> dict[str, Any]:
+    return {key: message[key] for key in ("uid", "flags", "vsize", "size", "internal_date")}
+
+
+def install_fixture(mail_root: Path) -> Path:
+    """Copy the committed fixture to *mail_root*/alice as a faithful copy would.
+
+    Git keeps neither mtimes (INTERNALDATE) nor empty directories; facts.json
+    lists both, so restore them like ``cp -a`` or ``rsync -a`` would have.
+    """
+    root = mail_root / USER
+    shutil.copytree(FIXTURE / USER, root)
+    for directory in FACTS["empty_dirs"]:
+        (root / directory).mkdir(parents=True, exist_ok=True)
+    for box in FACTS["mailboxes"].values():
+        folder = root / box["directory"] if box["directory"] else root
+        for message in box["messages"]:
+            (path,) = (folder / message["subdir"]).glob(message["base"] + "*")
+            os.utime(path, (message["mtime"], message["mtime"]))
+    return root
+
+
+def _item(pattern: bytes, response: bytes) -> bytes:
+    match = re.search(pattern, response)
+    assert match is not None, f"no {pattern!r} in {response!r}"
+    return match.group(1)
+
+
+def _quoted(name: str) -> str:
+    return '"' + mutf7.encode(name) + '"'
+
+
+def imap_login(dovecot: Dovecot) -> imaplib.IMAP4:
+    imap = imaplib.IMAP4("127.0.0.1", dovecot.ports["imap"])
+    assert imap.login(USER, PASSWORD)[0] == "OK"
+    return imap
+
+
+def imap_mailbox(imap: imaplib.IMAP4, name: str) -> dict[str, Any]:
+    """Dovecot's view of one mailbox over IMAP: UIDVALIDITY, UIDNEXT, messages."""
+    status, data = imap.status(_quoted(name), "(UIDVALIDITY UIDNEXT MESSAGES)")
+    assert status == "OK", data
+    numbers = {k.decode(): int(v) for k, v in re.findall(rb"([A-Z]+) (\d+)", data[0])}
+    status, data = imap.select(_quoted(name), readonly=True)
+    assert status == "OK", data
+    messages = []
+    if numbers["MESSAGES"]:
+        status, data = imap.uid("FETCH", "1:*", "(UID FLAGS RFC822.SIZE INTERNALDATE)")
+        assert status == "OK", data
+        for line in data:
+            assert isinstance(line, bytes)
+            flags = _item(rb"FLAGS \(([^)]*)\)", line).decode().split()
+            date = _item(rb'INTERNALDATE "([^"]+)"', line).decode().strip()
+            messages.append(
+                {
+                    "uid": int(_item(rb"UID (\d+)", line)),
+                    "flags": sorted(f for f in flags if f != "\\Recent"),
+                    "vsize": int(_item(rb"RFC822.SIZE (\d+)", line)),
+                    "internal_date": datetime.datetime.strptime(
+                        date, "%d-%b-%Y %H:%M:%S %z"
+                    ).timestamp(),
+                }
+            )
+    return {
+        "uidvalidity": numbers["UIDVALIDITY"],
+        "uidnext": numbers["UIDNEXT"],
+        "messages": sorted(messages, key=lambda m: m["uid"]),
+    }
+
+
+def imap_subscriptions(imap: imaplib.IMAP4) -> list[str]:
+    status, data = imap.lsub()
+    assert status == "OK", data
+    names = []
+    for line in data:
+        if line is None:
+            continue
+        assert isinstance(line, bytes)
+        names.append(mutf7.decode(line.rsplit(b" ", 1)[1].decode().strip('"')))
+    return names
+
+
+def pop3_uidls(dovecot: Dovecot) -> list[str]:
+    pop = poplib.POP3("127.0.0.1", dovecot.ports["pop3"])
+    try:
+        pop.user(USER)
+        pop.pass_(PASSWORD)
+        return [line.decode().split()[1] for line in pop.uidl()[1]]
+    finally:
+        pop.quit()
+
+
+def _fixture_builder() -> ModuleType:
+    """tests/fixtures/make_dovecot_fixtures.py, which drives a live Dovecot."""
+    spec = importlib.util.spec_from_file_location(
+        "make_dovecot_fixtures", FIXTURES / "make_dovecot_fixtures.py"
+    )
+    assert spec is not None and spec.loader is not None
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def assert_store_matches(account: Account, facts: dict[str, Any]) -> None:
+    """Our store shows exactly what Dovecot reported in *facts*."""
+    for name, box in facts["mailboxes"].items():
+        mailbox = result_of(account.mailbox(name))
+        assert mailbox.uidvalidity == box["uidvalidity"], name
+        # Dovecot's uidlist is lazy: its N may lag; both must agree anyway.
+        assert mailbox.uidnext == box["uidnext"], name
+        assert [our_view(r) for r in mailbox.records()] == [
+            dovecot_view(m) for m in box["messages"]
+        ], name
+    listed = {listing.name for listing in account.list_mailboxes()}
+    assert set(facts["mailboxes"]) <= listed
+    assert account.subscriptions() == facts["subscriptions"]
+    inbox = result_of(account.mailbox("INBOX"))
+    for pop in facts["pop3"]:
+        record = inbox.record(pop["uid"])
+        assert record is not None
+        assert DOVECOT_UIDL.unique_id(record.uid, inbox.uidvalidity, record.base) == pop["uidl"]
+        assert record.vsize == pop["size"]  # RFC 1939 §5 LIST counts CRLF
+
+
+# --- (a) the committed fixture --------------------------------------------------
+
+
+def test_fixture_facts_are_plausible() -> None:
+    # Guards the fixture itself: what the other tests rely on is in it.
+    inbox = FACTS["mailboxes"]["INBOX"]
+    uids = [m["uid"] for m in inbox["messages"]]
+    assert 3 not in uids and max(uids) > 3  # the EXPUNGE gap
+    assert any(m["subdir"] == "new" for m in inbox["messages"])
+    keywords = {
+        f for box in FACTS["mailboxes"].values() for m in box["messages"] for f in m["flags"]
+    }
+    assert {"$Forwarded", "$Junk", "custom", "\\Deleted", "\\Draft"} <= keywords
+    assert "Entwürfe" in FACTS["mailboxes"] and "台北.日本語" in FACTS["mailboxes"]
+    assert "Doomed" in FACTS["subscriptions"] and "Doomed" not in FACTS["mailboxes"]
+
+
+def test_fixture_opens_with_dovecot_values_rfc3501_2_3_1_1(tmp_path: Path) -> None:
+    install_fixture(tmp_path / "mail")
+    assert_store_matches(open_account(tmp_path / "mail"), FACTS)
+
+
+def test_fixture_reopens_unchanged_after_our_sync(tmp_path: Path) -> None:
+    """Opening rewrites what Dovecot left lazily (new/, the uidlist); a second open,
+    as after a restart, must still show Dovecot's values."""
+    install_fixture(tmp_path / "mail")
+    assert_store_matches(open_account(tmp_path / "mail"), FACTS)
+    assert_store_matches(open_account(tmp_path / "mail"), FACTS)
+
+
+def test_fixture_keeps_dovecot_uidvalidity_counter_rfc3501_2_3_1_1(tmp_path: Path) -> None:
+    install_fixture(tmp_path / "mail")
+    account = open_account(tmp_path / "mail")
+    account.create("Neu")
+    created = result_of(account.mailbox("Neu")).uidvalidity
+    assert created == FACTS["dovecot_uidvalidity"] + 1
+
+
+def test_fixture_flag_change_keeps_uid_and_keywords_rfc3501_6_4_6(tmp_path: Path) -> None:
+    install_fixture(tmp_path / "mail")
+    account = open_account(tmp_path / "mail")
+    inbox = result_of(account.mailbox("INBOX"))
+    fifth = next(m for m in FACTS["mailboxes"]["INBOX"]["messages"] if "$Junk" in m["flags"])
+    result_of(inbox.store_flags([fifth["uid"]], frozenset({"\\Seen", "$Forwarded"}), "add"))
+    again = open_account(tmp_path / "mail")
+    record = result_of(again.mailbox("INBOX")).record(fifth["uid"])
+    assert record is not None
+    assert sorted(record.flags) == sorted({*fifth["flags"], "\\Seen", "$Forwarded"})
+    # The keyword letters are Dovecot's: $Forwarded was letter a already.
+    assert (tmp_path / "mail" / USER / "dovecot-keywords").read_text().startswith("0 $Forwarded\n")
+
+
+# --- live Dovecot -----------------------------------------------------------------
+
+
+@pytest.fixture
+def dovecot(tmp_path: Path) -> Iterator[Dovecot]:
+    require_dovecot()
+    server = Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=tmp_path / "mail")
+    server.start()
+    try:
+        yield server
+    finally:
+        server.stop()
+
+
+def test_live_dovecot_maildir_opens_with_its_values_rfc3501_2_3_1_1(dovecot: Dovecot) -> None:
+    """(b) Dovecot writes a Maildir now; we open it and agree with Dovecot."""
+    builder = _fixture_builder()
+    builder.build(dovecot)
+    facts = builder.collect(dovecot, dovecot.user_root(USER))
+    assert_store_matches(open_account(dovecot.mail_root), facts)
+
+
+def _write_with_our_store(mail_root: Path) -> tuple[Account, dict[str, list[int]]]:
+    """(c) A Maildir made by our store only: folders, flags, keywords, a gap."""
+    account = open_account(mail_root)
+    for name in ("Entwürfe", "Archive.2024", "台北.日本語"):
+        account.create(name)
+    for name in ("INBOX", "Entwürfe", "台北.日本語", "Gone"):
+        account.subscribe(name)
+    appended: dict[str, list[int]] = {}
+    plan = {
+        "INBOX": [
+            ({"\\Seen"}, 1704106800.0),
+            ({"\\Answered", "\\Flagged"}, 1704110400.0),
+            (set(), 1704114000.0),  # expunged below: a UID gap
+            ({"$Forwarded", "\\Seen"}, 1704117600.0),
+            ({"$Junk", "custom"}, 1704121200.0),
+            ({"\\Draft", "\\Deleted"}, 1704124800.0),
+        ],
+        "Entwürfe": [({"\\Draft"}, 1704128400.0)],
+        "Archive.2024": [({"custom", "$Forwarded"}, 1704132000.0), (set(), 1704135600.0)],
+        "台北.日本語": [({"\\Seen"}, 1704139200.0)],
+    }
+    for name, messages in plan.items():
+        mailbox = result_of(account.mailbox(name))
+        appended[name] = []
+        for n, (flags, date) in enumerate(messages):
+            body = (
+                f"From: bob@example.org\r\nSubject: {name} {n} Grüße\r\n"
+                f"Message-ID: <ours-{n}@example.org>\r\n\r\nLine one.\r\nLine two.\r\n"
+            ).encode()
+            record = result_of(mailbox.append(body, frozenset(flags), date))
+            appended[name].append(record.uid)
+    inbox = result_of(account.mailbox("INBOX"))
+    gap = appended["INBOX"][2]
+    assert result_of(inbox.expunge([gap])) == (gap,)
+    result_of(inbox.store_flags([appended["INBOX"][0]], frozenset({"$Forwarded"}), "add"))
+    return account, appended
+
+
+def test_our_maildir_served_by_dovecot_rfc3501_2_3_1_1(tmp_path: Path) -> None:
+    """(c) Our store writes; Dovecot serves our UIDVALIDITY, UIDs, flags, keywords."""
+    require_dovecot()
+    mail_root = tmp_path / "mail"
+    account, _ = _write_with_our_store(mail_root)
+    ours = {}
+    for listing in account.list_mailboxes():
+        if "\\Noselect" in listing.attributes:
+            continue
+        mailbox = result_of(account.mailbox(listing.name))
+        ours[listing.name] = {
+            "uidvalidity": mailbox.uidvalidity,
+            "uidnext": mailbox.uidnext,
+            "messages": [
+                {k: v for k, v in our_view(r).items() if k != "size"} for r in mailbox.records()
+            ],
+        }
+    inbox = result_of(account.mailbox("INBOX"))
+    our_uidls = [DOVECOT_UIDL.unique_id(r.uid, inbox.uidvalidity, r.base) for r in inbox.records()]
+    subscriptions = account.subscriptions()
+
+    with Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=mail_root) as dovecot:
+        imap = imap_login(dovecot)
+        try:
+            theirs = {name: imap_mailbox(imap, name) for name in ours}
+            their_subscriptions = imap_subscriptions(imap)
+        finally:
+            imap.logout()
+        their_uidls = pop3_uidls(dovecot)
+    assert theirs == ours
+    assert their_subscriptions == subscriptions
+    # Dovecot's POP3 lists \Deleted messages too; ours leaves them out
+    # (DESIGN.md rule 1), so compare the unique-ids of every message.
+    assert their_uidls == our_uidls
+
+
+def test_dovecot_changes_to_our_maildir_seen_by_us_rfc3501_2_3_1_1(tmp_path: Path) -> None:
+    """(d) Dovecot appends, flags and expunges in a Maildir we wrote; we follow."""
+    require_dovecot()
+    mail_root = tmp_path / "mail"
+    account, appended = _write_with_our_store(mail_root)
+    inbox = result_of(account.mailbox("INBOX"))
+    before = {r.uid: r for r in inbox.records()}
+    first, second = appended["INBOX"][0], appended["INBOX"][1]
+
+    with Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=mail_root) as dovecot:
+        imap = imap_login(dovecot)
+        try:
+            status, data = imap.append(
+                "INBOX",
+                "(\\Flagged $Junk newkeyword)",
+                1704200000,
+                b"From: carol@example.org\r\nSubject: from Dovecot\r\n\r\nHello.\r\n",
+            )
+            assert status == "OK", data
+            # RFC 4315 §3: APPENDUID <uidvalidity> <uid>
+            uidvalidity, new_uid = map(int, _item(rb"APPENDUID (\d+ \d+)", data[0]).split())
+            assert imap.select("INBOX")[0] == "OK"
+            assert imap.uid("STORE", str(first), "+FLAGS.SILENT", "(\\Deleted)")[0] == "OK"
+            assert imap.expunge()[0] == "OK"
+            assert (
+                imap.uid("STORE", str(second), "+FLAGS.SILENT", "(\\Seen $Forwarded)")[0] == "OK"
+            )
+        finally:
+            imap.logout()
+
+    assert uidvalidity == inbox.uidvalidity
+    assert new_uid > max(before)  # RFC 3501 §2.3.1.1: strictly ascending
+    events: list[Any] = []
+    inbox.add_listener(events.append)
+    result_of(inbox.rescan())
+    new = inbox.record(new_uid)
+    assert new is not None, "Dovecot's APPEND not seen under its UID"
+    assert sorted(new.flags) == sorted({"\\Flagged", "$Junk", "newkeyword"})
+    assert int(new.internal_date) == 1704200000
+    assert inbox.record(first) is None  # Dovecot's EXPUNGE
+    changed = inbox.record(second)
+    assert changed is not None
+    assert changed.flags == before[second].flags | {"\\Seen", "$Forwarded"}
+    assert inbox.uidnext == new_uid + 1
+    # The same changes arrive as events, so open sessions hear of them.
+    kinds = {type(event).__name__ for event in events}
+    assert {"MessagesAdded", "MessagesExpunged", "FlagsChanged"} <= kinds
+    # And a fresh process (restart) agrees.
+    again = result_of(open_account(mail_root).mailbox("INBOX"))
+    assert [our_view(r) for r in again.records()] == [our_view(r) for r in inbox.records()]
