@@ -849,4 +849,8 @@ def make_factory(context: ServerContext, implicit_tls: bool) -> Factory[Any]:
         raise ValueError(
             "a POP3S listener needs TLS: set [tls] certificate and private_key in the config"
         )
-    return TLSMemoryBIOFactory(context.tls, False, cast(IProtocolFactory, factory))
+    # The TLS layer batches small writes until the clock's next turn: give it
+    # ours, so that tests on a task.Clock control it like everything else.
+    return TLSMemoryBIOFactory(
+        context.tls, False, cast(IProtocolFactory, factory), clock=context.clock
+    )
