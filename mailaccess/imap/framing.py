@@ -191,6 +191,11 @@ class CommandFramer:
         return dropped
 
     @property
+    def buffered(self) -> int:
+        """Octets received and held but not yet framed (bounded by the line limit)."""
+        return len(self._buf)
+
+    @property
     def in_command(self) -> bool:
         """Whether part of a command has been read (lines or a pending literal)."""
         return bool(self._lines) or self._state is not _State.LINE

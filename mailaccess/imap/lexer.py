@@ -148,7 +148,7 @@ class Reader:
     def read_tag(self) -> str:
         """RFC 3501 §9 ``tag``; remembered for later errors."""
         m = _TAG.match(self._line, self.pos)
-        if m is None:
+        if m is None or (m.end() < len(self._line) and self._line[m.end()] != 0x20):
             raise self.error("missing or invalid tag")
         self.pos = m.end()
         self.tag = m.group().decode("ascii")

@@ -390,7 +390,9 @@ def _append(reader: Reader) -> c.Command:
             try:
                 when = parse_date_time(raw)
             except ValueError as e:
-                raise reader.error(str(e)) from None
+                raise reader.error(
+                    f"APPEND takes [flags] [date-time] and a literal message; {e}"
+                ) from None
             reader.sp()
         if reader.peek() == 0x7E:  # "~{" literal8
             raise reader.error("binary literals (~{n}) need the BINARY extension")
