@@ -1,0 +1,65 @@
+"""Other programs' changes noticed through inotify, on the real reactor.
+
+The global reactor is never started (pytest owns the process); it is
+iterated by hand until the expected events arrived.  Disk work runs
+synchronously, so only inotify and the rescan timer go through the reactor.
+"""
+
+from __future__ import annotations
+
+import os
+import time
+from collections.abc import Callable
+from pathlib import Path
+
+import pytest
+from twisted.internet import reactor
+from twisted.python.runtime import platform
+
+from mailaccess.config import MailboxesConfig
+from mailaccess.store.account import Store
+from mailaccess.store.mailbox import run_synchronously
+from mailaccess.store.model import ChangeEvent, FlagsChanged, MessagesAdded, MessagesExpunged
+from tests.store.conftest import result_of
+
+pytestmark = pytest.mark.skipif(not platform.supportsINotify(), reason="needs Linux inotify")
+
+
+def iterate_until(condition: Callable[[], bool], timeout: float = 5.0) -> None:
+    deadline = time.monotonic() + timeout
+    while not condition() and time.monotonic() < deadline:
+        reactor.iterate(0.01)  # type: ignore[attr-defined]
+    assert condition(), "timed out waiting for the reactor"
+
+
+def test_inotify_reports_external_add_rename_remove_once(tmp_path: Path) -> None:
+    store = Store(tmp_path, MailboxesConfig(), reactor, run_synchronously)
+    try:
+        inbox = result_of(store.account("alice").mailbox("INBOX"))
+        heard: list[ChangeEvent] = []
+        inbox.add_listener(heard.append)
+        # Our own append: inotify sees the link and the rename, the rescan
+        # it triggers finds nothing new, so the event is heard exactly once.
+        result_of(inbox.append(b"Subject: ours\n\nx\n"))
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+        assert [type(e) for e in heard] == [MessagesAdded]
+
+        # An MTA delivers through tmp/ into new/.
+        tmp_file = inbox.path / "tmp" / "500.M1P1.mta"
+        tmp_file.write_bytes(b"Subject: theirs\n\ny\n")
+        os.rename(tmp_file, inbox.path / "new" / "500.M1P1.mta")
+        iterate_until(lambda: len(heard) == 2)
+        assert isinstance(heard[1], MessagesAdded) and heard[1].records[0].uid == 2
+        assert "500.M1P1.mta:2," in os.listdir(inbox.path / "cur")
+
+        # mutt marks it seen (a rename in cur/), then another program deletes uid 1.
+        os.rename(inbox.message_path(2), inbox.path / "cur" / "500.M1P1.mta:2,S")
+        iterate_until(lambda: len(heard) == 3)
+        assert heard[2] == FlagsChanged("INBOX", ((2, frozenset({"\\Seen"})),))
+        os.unlink(inbox.message_path(1))
+        iterate_until(lambda: len(heard) == 4)
+        assert heard[3] == MessagesExpunged("INBOX", (1,))
+    finally:
+        store.close()
