@@ -404,3 +404,35 @@ def test_dovecot_changes_to_our_maildir_seen_by_us_rfc3501_2_3_1_1(tmp_path: Pat
     # And a fresh process (restart) agrees.
     again = result_of(open_account(mail_root).mailbox("INBOX"))
     assert [our_view(r) for r in again.records()] == [our_view(r) for r in inbox.records()]
+
+
+# --- the harness itself (the benchmark relies on every listener) -------------------
+
+
+def test_harness_listeners_tls_and_lmtp(dovecot: Dovecot) -> None:
+    import smtplib
+    import ssl
+
+    context = ssl.create_default_context(cafile=str(dovecot.cert_path))
+    # Implicit TLS, certificate checked for "localhost" (CLIENTS.md).
+    imaps = imaplib.IMAP4_SSL("localhost", dovecot.ports["imaps"], ssl_context=context)
+    assert imaps.login(USER, PASSWORD)[0] == "OK"
+    imaps.logout()
+    pop3s = poplib.POP3_SSL("localhost", dovecot.ports["pop3s"], context=context)
+    assert pop3s.user(USER).startswith(b"+OK")
+    assert pop3s.pass_(PASSWORD).startswith(b"+OK")
+    pop3s.quit()
+    # STARTTLS (RFC 3501 §6.2.1) and STLS (RFC 2595 §4) on the plain ports.
+    imap = imaplib.IMAP4("localhost", dovecot.ports["imap"])
+    assert imap.starttls(context)[0] == "OK"
+    assert imap.login(USER, PASSWORD)[0] == "OK"
+    imap.logout()
+    pop = poplib.POP3("localhost", dovecot.ports["pop3"])
+    assert pop.stls(context).startswith(b"+OK")
+    pop.quit()
+    # LMTP delivers into the Maildir we share with Dovecot.
+    with smtplib.LMTP("127.0.0.1", dovecot.ports["lmtp"]) as lmtp:
+        assert not lmtp.sendmail("bob@example.org", [USER], b"Subject: by LMTP\r\n\r\nHi.\r\n")
+    assert len(list((dovecot.user_root(USER) / "new").iterdir())) == 1
+    found = dovecot.doveadm("search", "-u", USER, "mailbox", "INBOX", "subject", "LMTP")
+    assert len(found.stdout.split()) == 2  # "<mailbox guid> <uid>"

@@ -316,7 +316,12 @@ userdb {{
   driver = passwd-file
   args = {self.passwd_path}
 }}
+# Chroot needs root; tests gain nothing from it, so never chroot.
+service anvil {{
+  chroot =
+}}
 service imap-login {{
+  chroot =
   inet_listener imap {{
     address = 127.0.0.1
     port = {ports["imap"]}
@@ -328,6 +333,7 @@ service imap-login {{
   }}
 }}
 service pop3-login {{
+  chroot =
   inet_listener pop3 {{
     address = 127.0.0.1
     port = {ports["pop3"]}
