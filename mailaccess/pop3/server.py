@@ -11,8 +11,6 @@ buffer (RFC 2449 §6.6 PIPELINING).
 
 from __future__ import annotations
 
-import base64
-import binascii
 import ipaddress
 import os
 import weakref
@@ -21,7 +19,6 @@ from typing import Any, cast
 
 import attrs
 from twisted.cred.credentials import UsernamePassword
-from twisted.cred.error import UnauthorizedLogin
 from twisted.internet.defer import Deferred
 from twisted.internet.interfaces import IProtocolFactory, ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
@@ -29,6 +26,8 @@ from twisted.logger import Logger
 from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
+from mailaccess.auth.login import LoginFailed
+from mailaccess.auth.sasl import LoginExchange, SASLError, decode_plain
 from mailaccess.context import ServerContext
 from mailaccess.pop3.credentials import APOPCredentials
 from mailaccess.pop3.maildrop import ListedMessage, Maildrop, NoSuchMessage
@@ -45,22 +44,9 @@ TRANSACTION = "TRANSACTION"
 UPDATE = "UPDATE"
 CLOSED = "CLOSED"
 
-# RFC 5034 §4 and the de-facto LOGIN mechanism: the two prompts, base64.
-_LOGIN_USERNAME_PROMPT = base64.b64encode(b"Username:").decode("ascii")
-_LOGIN_PASSWORD_PROMPT = base64.b64encode(b"Password:").decode("ascii")
-
 # What a command handler returns: nothing (answered already) or a Deferred
 # that fires once the reply has been written.
 Outcome = Deferred[Any] | None
-
-
-def decode_plain(message: bytes) -> tuple[bytes, bytes, bytes]:
-    """RFC 4616 §2: split a PLAIN message into (authzid, authcid, password)."""
-    # TODO: switch to mailaccess.auth.sasl.decode_plain once it lands.
-    parts = message.split(b"\0")
-    if len(parts) != 3 or not parts[1]:
-        raise ValueError("PLAIN message must be authzid NUL authcid NUL password")
-    return parts[0], parts[1], parts[2]
 
 
 class _SessionRefused(Exception):
@@ -104,16 +90,6 @@ def _is_loopback(address: object) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
-
-
-def _describe_login_failure(error: BaseException) -> str:
-    """The -ERR text for a failed login: [SYS/TEMP] for backend trouble, else [AUTH]."""
-    # RFC 3206 §4: SYS/TEMP when the failure is not the client's fault and a
-    # retry may succeed; AUTH (§5) when the credentials were wrong.
-    reason = getattr(error, "reason", None) or str(error) or "authentication failed"
-    temporary = bool(getattr(error, "temporary", False)) or isinstance(error, StoreUnavailable)
-    code = getattr(error, "code", None) or ("SYS/TEMP" if temporary else "AUTH")
-    return f"[{code}] {reason}"
 
 
 class POP3Server(Protocol):
@@ -500,83 +476,50 @@ class POP3Server(Protocol):
             self._refuse_plaintext()
             return None
         self._user_argument = None
-        initial_response: bytes | None = None
-        if initial:
-            # RFC 5034 §4: "=" is an initial response of zero length.
-            initial_response = b"" if initial == "=" else self._decode_sasl(initial.encode())
-            if initial_response is None:
-                return None
+        # RFC 5034 §4: an initial response of zero length is sent as "=".
+        initial_response = initial.encode("ascii", "replace") if initial else None
         if mechanism == "PLAIN":
             if initial_response is None:
-                return self._challenge("", self._sasl_plain)
-            return self._plain_response(initial_response)
-        if initial_response is None:
-            return self._challenge(_LOGIN_USERNAME_PROMPT, self._sasl_login_username)
-        return self._login_username(initial_response)
+                return self._challenge(b"", self._sasl_plain)
+            return self._sasl_plain(initial_response)
+        try:
+            exchange = LoginExchange(initial_response)
+        except SASLError as error:
+            return self._sasl_failed(error)
+        return self._sasl_login_step(exchange)
 
-    def _challenge(self, challenge: str, step: Callable[[bytes], Outcome]) -> Outcome:
+    def _challenge(self, challenge: bytes, step: Callable[[bytes], Outcome]) -> Outcome:
         # RFC 5034 §4: "+" SP base64 challenge; the client's next line answers it.
-        self._send(f"+ {challenge}")
+        self._send("+ " + challenge.decode("ascii"))
         self._sasl_step = step
         return None
 
-    def _decode_sasl(self, response: bytes) -> bytes | None:
-        try:
-            return base64.b64decode(response, validate=True)
-        except (binascii.Error, ValueError):
-            # RFC 5034 §4: a response that is not valid base64 is rejected.
-            self._send("-ERR [AUTH] SASL response is not valid base64")
-            return None
-
-    def _sasl_response(self, line: bytes) -> bytes | None:
-        if line == b"*":
-            # RFC 5034 §4: the client cancelled the exchange.
-            self._send("-ERR SASL authentication cancelled")
-            return None
-        return self._decode_sasl(line)
+    def _sasl_failed(self, error: SASLError) -> Outcome:
+        # RFC 5034 §4: a cancelled or malformed exchange fails with -ERR; it
+        # says nothing about the credentials, hence no [AUTH] code.
+        self._send(f"-ERR {error}")
+        return None
 
     def _sasl_plain(self, line: bytes) -> Outcome:
-        response = self._sasl_response(line)
-        if response is None:
-            return None
-        return self._plain_response(response)
-
-    def _plain_response(self, response: bytes) -> Outcome:
         try:
-            authzid, authcid, password = decode_plain(response)
-            username = authcid.decode("utf-8")
-        except (ValueError, UnicodeDecodeError):
-            self._send("-ERR [AUTH] malformed PLAIN response (RFC 4616)")
-            return None
-        if authzid and authzid != authcid:
-            # We do not let one user act as another (no proxy authorization).
-            self._send("-ERR [AUTH] authorization identity differs from the login name")
-            return None
-        return self._login(username, UsernamePassword(authcid, password))
+            response = decode_plain(line)  # RFC 4616 §2, base64 and all
+        except SASLError as error:
+            return self._sasl_failed(error)
+        return self._login(response.authcid, response.credentials())
 
-    def _sasl_login_username(self, line: bytes) -> Outcome:
-        response = self._sasl_response(line)
-        if response is None:
-            return None
-        return self._login_username(response)
+    def _sasl_login_step(self, exchange: LoginExchange) -> Outcome:
+        if exchange.done:
+            assert exchange.username is not None
+            return self._login(exchange.username, exchange.credentials())
 
-    def _login_username(self, response: bytes) -> Outcome:
-        try:
-            username = response.decode("utf-8")
-        except UnicodeDecodeError:
-            self._send("-ERR [AUTH] user name is not valid UTF-8")
-            return None
-        if not username:
-            self._send("-ERR [AUTH] empty user name")
-            return None
+        def respond(line: bytes) -> Outcome:
+            try:
+                exchange.respond(line)
+            except SASLError as error:
+                return self._sasl_failed(error)
+            return self._sasl_login_step(exchange)
 
-        def password_step(line: bytes) -> Outcome:
-            password = self._sasl_response(line)
-            if password is None:
-                return None
-            return self._login(username, UsernamePassword(response, password))
-
-        return self._challenge(_LOGIN_PASSWORD_PROMPT, password_step)
+        return self._challenge(exchange.challenge(), respond)
 
     # --- login: AUTHORIZATION -> TRANSACTION --------------------------------------------------
 
@@ -615,7 +558,7 @@ class POP3Server(Protocol):
             registry.last_login[username] = now
         registry.in_use.setdefault(username, id(self))
         self.username = username
-        return result.avatar.mailbox("INBOX")
+        return result.account.mailbox("INBOX")
 
     def _open_maildrop(self, mailbox: Any) -> None:
         if self.state != AUTHORIZATION:
@@ -643,8 +586,9 @@ class POP3Server(Protocol):
             log.failure("Opening the maildrop failed", failure)
             code = "SYS/TEMP" if isinstance(error, StoreUnavailable) else "SYS/PERM"
             self._send(f"-ERR [{code}] cannot open the maildrop: {error}")
-        elif isinstance(error, UnauthorizedLogin) or type(error).__name__ == "LoginFailed":
-            self._send("-ERR " + _describe_login_failure(error))
+        elif isinstance(error, LoginFailed):
+            # RFC 3206: [AUTH] for bad credentials, [SYS/TEMP] for trouble here.
+            self._send(f"-ERR [{error.pop3_code}] {error}")
         else:
             log.failure("Login failed unexpectedly", failure)
             self._send("-ERR [SYS/TEMP] login is not possible right now, try again later")

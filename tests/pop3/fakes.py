@@ -17,6 +17,7 @@ import attrs
 from twisted.cred.credentials import IUsernameHashedPassword, IUsernamePassword
 from twisted.internet.defer import Deferred, fail, succeed
 
+from mailaccess.auth.login import LoginFailed, LoginResult
 from mailaccess.store.model import (
     ChangeEvent,
     Flags,
@@ -175,22 +176,6 @@ class FakeAccount:
         return succeed(self.inbox)
 
 
-class LoginFailed(Exception):
-    """Mirrors mailaccess.auth.login.LoginFailed: a client-fit reason and a kind."""
-
-    def __init__(self, reason: str, temporary: bool = False) -> None:
-        super().__init__(reason)
-        self.reason = reason
-        self.temporary = temporary
-
-
-@attrs.define
-class LoginResult:
-    username: str
-    avatar: FakeAccount
-    logout: Any
-
-
 class FakeAuthenticator:
     """Checks credentials against plain passwords, as the passwd-file checker would."""
 
@@ -213,7 +198,7 @@ class FakeAuthenticator:
         username = credentials.username.decode("utf-8")
         self.attempts.append((username, peer_host))
         if self.backend_down:
-            return fail(LoginFailed("authentication backend unavailable", temporary=True))
+            return fail(LoginFailed(temporary=True))
         password = self.passwords.get(username)
         if IUsernamePassword.providedBy(credentials):
             good = password is not None and credentials.checkPassword(password.encode())
@@ -221,9 +206,11 @@ class FakeAuthenticator:
             assert IUsernameHashedPassword.providedBy(credentials)
             good = password is not None and credentials.checkPassword(password.encode())
         if not good:
-            return fail(LoginFailed("authentication failed"))
+            return fail(LoginFailed(temporary=False))
         result = LoginResult(
-            username, self.accounts[username], lambda: self.logouts.append(username)
+            username=username,
+            account=self.accounts[username],  # type: ignore[arg-type]
+            logout=lambda: self.logouts.append(username),
         )
         if self.hold_next:
             self.hold_next = False

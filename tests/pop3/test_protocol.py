@@ -189,7 +189,7 @@ def test_wrong_password_answers_auth_code_and_stays_in_authorization_rfc3206_5(
         C: USER alice
         C: PASS wrong
         S: +OK send PASS
-        S: -ERR [AUTH] authentication failed
+        S: -ERR [AUTH] Authentication failed.
         C: PASS secret
         S: -ERR send USER first
         C: STAT
@@ -208,7 +208,7 @@ def test_backend_trouble_answers_sys_temp_rfc3206_4(context: Any, inbox: Any) ->
         C: USER alice
         C: PASS secret
         S: +OK send PASS
-        S: -ERR [SYS/TEMP] authentication backend unavailable
+        S: -ERR [SYS/TEMP] Authentication is temporarily unavailable; try again later.
     """)
 
 
@@ -234,7 +234,7 @@ def test_apop_login_rfc1939_7(context: Any, inbox: Any) -> None:
     wrong = hashlib.md5(b"<other@host>secret").hexdigest()
     conversation.exchange(f"""
         C: APOP alice {wrong}
-        S: -ERR [AUTH] authentication failed
+        S: -ERR [AUTH] Authentication failed.
         C: APOP alice {digest}
         S: +OK logged in, maildrop has 2 messages ({SIZE1 + SIZE2} octets)
     """)
@@ -272,19 +272,19 @@ def test_auth_plain_rejects_foreign_authzid_and_bad_input_rfc4616_2(
 ) -> None:
     Conversation(context, peer=LOOPBACK).exchange(f"""
         C: AUTH PLAIN {PLAIN_ALICE_AS_BOB}
-        S: -ERR [AUTH] authorization identity differs from the login name
+        S: -ERR acting as another user (authorization identity) is not allowed
         C: AUTH PLAIN {b64(b"no separators")}
-        S: -ERR [AUTH] malformed PLAIN response (RFC 4616)
+        S: -ERR PLAIN message must be authzid NUL authcid NUL password
         C: AUTH PLAIN =
-        S: -ERR [AUTH] malformed PLAIN response (RFC 4616)
+        S: -ERR PLAIN message must be authzid NUL authcid NUL password
         C: AUTH PLAIN not*base64
-        S: -ERR [AUTH] SASL response is not valid base64
+        S: -ERR response is not valid base64
         C: AUTH PLAIN
         S: +<SP>
         C: *
-        S: -ERR SASL authentication cancelled
+        S: -ERR authentication cancelled by the client
         C: AUTH PLAIN {PLAIN_ALICE_WRONG}
-        S: -ERR [AUTH] authentication failed
+        S: -ERR [AUTH] Authentication failed.
     """)
 
 
@@ -304,7 +304,7 @@ def test_auth_login_with_initial_response_and_cancel_rfc5034_4(context: Any, inb
         C: AUTH LOGIN {b64(b"alice")}
         S: + UGFzc3dvcmQ6
         C: *
-        S: -ERR SASL authentication cancelled
+        S: -ERR authentication cancelled by the client
         C: AUTH LOGIN {b64(b"alice")}
         S: + UGFzc3dvcmQ6
         C: {b64(b"secret")}
