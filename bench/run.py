@@ -215,6 +215,13 @@ async def _warm_up(target: Target) -> None:
 
 def run_workload(workload: Workload, target: Target, sizes: Sizes, cell: Cell) -> None:
     """Run once, adding figures (or the failure) to *cell*; never raises for the server."""
+    try:
+        if "fresh" in workload.tags and target.fresh_user is not None:
+            # Copy the mail before the clocks start: cp's CPU is not the generator's.
+            target.prepared_user = target.fresh_user()
+    except Exception as e:
+        cell.note = f"error: preparing a fresh user: {e}"
+        return
     cpu0, gen0 = tree_cpu(target.root_pid), self_cpu()
     try:
         figures = asyncio.run(asyncio.wait_for(workload.run(target, sizes), WORKLOAD_TIMEOUT))
@@ -267,10 +274,12 @@ def run_protocols(
                 run_workload(workload, target, sizes, cell)
 
 
-def run_store_level(results: Results, big: Path, small100k: Path | None, workdir: Path) -> None:
+def run_store_level(
+    results: Results, big: Path, count: int, small100k: Path | None, workdir: Path
+) -> None:
     """The in-process store measurements (bench/storebench.py) in a child process."""
     command = [sys.executable, "-m", "bench.storebench", "--maildir", str(big),
-               "--workdir", str(workdir / "store")]  # fmt: skip
+               "--count", str(count), "--workdir", str(workdir / "store")]  # fmt: skip
     if small100k is not None:
         command += ["--maildir-100k", str(small100k)]
     try:
@@ -362,7 +371,7 @@ def main(argv: list[str] | None = None) -> int:
     if not args.no_store and (not args.only or "store" in args.only):
         store_dir = Path(tempfile.mkdtemp(prefix="mailaccess-storebench-"))
         try:
-            run_store_level(results, big, small100k, store_dir)
+            run_store_level(results, big, sizes.big_count, small100k, store_dir)
         finally:
             subprocess.run(["rm", "-rf", str(store_dir)], check=False)
     report = format_report(results)

@@ -122,6 +122,13 @@ class _Server:
         if destination.exists():
             shutil.rmtree(destination)
         copy_maildir(self.fresh_source, destination)
+        # The server may run mail as another user (the Dovecot harness uses an
+        # unprivileged one as root): give the copy to whoever owns the mail root.
+        owner = self.mail_root.stat()
+        if (owner.st_uid, owner.st_gid) != (os.getuid(), os.getgid()):
+            subprocess.run(
+                ["chown", "-R", f"{owner.st_uid}:{owner.st_gid}", str(destination)], check=True
+            )
         return user
 
 

@@ -55,6 +55,8 @@ class Target:
     #: Gives a fresh, never-indexed copy of the "big" data set to a new user; the
     #: user's name is returned.  Used by the first-scan workload.
     fresh_user: Callable[[], str] | None = None
+    #: The fresh user made for the current "fresh"-tagged workload, before its timing.
+    prepared_user: str | None = None
 
 
 @dataclass(frozen=True)
@@ -121,6 +123,22 @@ async def _imap_session(target: Target, user: str, tls: bool = False) -> IMAPCon
     return conn
 
 
+async def _select_checked(conn: IMAPConnection, expected: int, command: bytes = b"SELECT") -> None:
+    """SELECT/EXAMINE INBOX and insist on *expected* messages (RFC 3501 §7.3.1 EXISTS).
+
+    A server that answered OK on an empty or half-indexed mailbox would otherwise look
+    impossibly fast.
+    """
+    response = await conn.command(command + b" INBOX", keep=True)
+    for line in response.untagged:
+        parts = line.split()
+        if len(parts) == 3 and parts[2].upper() == b"EXISTS":
+            if int(parts[1]) != expected:
+                raise ProtocolFailure(f"INBOX has {int(parts[1])} messages, expected {expected}")
+            return
+    raise ProtocolFailure("SELECT sent no EXISTS")
+
+
 # --- IMAP ---------------------------------------------------------------------------
 
 
@@ -145,7 +163,7 @@ async def imap_login_tls(target: Target, sizes: Sizes) -> Figures:
 async def imap_select(target: Target, sizes: Sizes) -> Figures:
     """SELECT of the big INBOX, warm: the mailbox was opened once before timing."""
     conn = await _imap_session(target, "big")
-    await conn.command(b"SELECT INBOX")
+    await _select_checked(conn, sizes.big_count)
     started = time.perf_counter()
     for _ in range(sizes.selects):
         await conn.command(b"SELECT INBOX")
@@ -157,7 +175,7 @@ async def imap_select(target: Target, sizes: Sizes) -> Figures:
 async def imap_fetch_headers(target: Target, sizes: Sizes) -> Figures:
     """``UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)`` of the big INBOX."""
     conn = await _imap_session(target, "big")
-    await conn.command(b"EXAMINE INBOX")
+    await _select_checked(conn, sizes.big_count, b"EXAMINE")
     started = time.perf_counter()
     await conn.command(b"UID FETCH 1:* (UID FLAGS RFC822.SIZE INTERNALDATE ENVELOPE)")
     elapsed = time.perf_counter() - started
@@ -303,12 +321,13 @@ async def imap_idle_sessions(target: Target, sizes: Sizes) -> Figures:
 
 async def imap_first_scan(target: Target, sizes: Sizes) -> Figures:
     """A never-indexed copy of the big mailbox: SELECT + ENVELOPE of every message."""
-    if target.fresh_user is None:
-        raise ProtocolFailure("this target cannot make fresh users")
-    user = target.fresh_user()
+    user = target.prepared_user
+    if user is None:
+        raise ProtocolFailure("no fresh (never indexed) user was prepared")
+    target.prepared_user = None  # used up: the next repetition needs a new one
     started = time.perf_counter()
     conn = await _imap_session(target, user)
-    await conn.command(b"SELECT INBOX")
+    await _select_checked(conn, sizes.big_count)
     await conn.command(b"UID FETCH 1:* (UID RFC822.SIZE ENVELOPE)")
     elapsed = time.perf_counter() - started
     await conn.logout()
