@@ -181,16 +181,18 @@ class FakeAuthenticator:
 
     def __init__(self) -> None:
         self.passwords: dict[str, str] = {}
-        self.accounts: dict[str, FakeAccount] = {}
+        self.accounts: dict[str, Any] = {}
         self.attempts: list[tuple[str, str]] = []  # (username, peer_host)
         self.logouts: list[str] = []
         self.backend_down = False
         self.pending: list[Deferred[Any]] = []
         self.hold_next = False
 
-    def add_user(self, username: str, password: str) -> FakeAccount:
+    def add_user(self, username: str, password: str, account: Any = None) -> Any:
+        """Let *username* in with *password*; to a FakeAccount unless *account* is given."""
         self.passwords[username] = password
-        account = FakeAccount(username, FakeMailbox())
+        if account is None:
+            account = FakeAccount(username, FakeMailbox())
         self.accounts[username] = account
         return account
 
