@@ -155,6 +155,7 @@ class Mailbox(IMailbox):
         self._uidlist_stamp: FileStamp | None = None
         self._rescan_call: Any = None
         self._deleted = False
+        self._cache: Any = None  # mailaccess.store.cache.MetadataCache once open
 
     # --- opening ------------------------------------------------------------
 
@@ -177,12 +178,18 @@ class Mailbox(IMailbox):
         return mailbox._locked(mailbox._open_work, mailbox._apply_sync).addCallback(opened)
 
     def _open_work(self) -> _SyncResult:
+        from mailaccess.store.cache import MetadataCache
+
         try:
             ensure_maildir(self.path, self._folder)
             self._keywords.load()
-            return self._scan(full=True)
+            result = self._scan(full=True)
         except OSError as exc:
             raise disk_error(exc, f"open mailbox {self.name}") from exc
+        # The cache never fails the store: a sick file acts as an empty cache.
+        self._cache = MetadataCache(self.path)
+        self._cache.reset(result.uidvalidity)
+        return result
 
     # --- reading ------------------------------------------------------------
 
@@ -247,8 +254,35 @@ class Mailbox(IMailbox):
         return self._cur / self._filename(record)
 
     def message_info(self, uid: int) -> Deferred[Any]:
-        """Parsed metadata; waits for mailaccess.store.mime and cache (not landed yet)."""
-        return fail(NotImplementedError("message_info waits for mailaccess.store.mime and cache"))
+        """Parsed metadata (``mime.MessageInfo``): from the cache, else parsed off the reactor.
+
+        Fails with MessageGone.  Not serialised with mutations: it only reads,
+        and a concurrent rename is followed by ``open_message``.
+        """
+        from mailaccess.store.mime import parse_message
+
+        record = self.record(uid)
+        if record is None:
+            return fail(MessageGone(f"message UID {uid} has been expunged"))
+        cache = self._cache
+        if cache is not None:
+            cached = cache.get(uid, record.base)
+            if cached is not None:
+                return succeed(cached)
+        base = record.base
+
+        def parse() -> Any:
+            try:
+                with self.open_message(uid) as f:
+                    data = f.read()
+            except OSError as exc:
+                raise disk_error(exc, f"read message UID {uid}") from exc
+            info = parse_message(data)
+            if cache is not None:
+                cache.put(uid, base, info)
+            return info
+
+        return self._run_in_thread(parse)
 
     # --- mutations ----------------------------------------------------------
 
@@ -377,6 +411,8 @@ class Mailbox(IMailbox):
                     fsync_dir(self._cur)
                 except OSError as exc:
                     error = error or disk_error(exc, "expunge")
+                if self._cache is not None:
+                    self._cache.discard(removed)
             return removed, error
 
         def apply(result: tuple[list[int], StoreError | None]) -> tuple[int, ...]:
@@ -761,6 +797,8 @@ class Mailbox(IMailbox):
 
     def _mark_deleted(self) -> None:
         self._deleted = True
+        if self._cache is not None:
+            self._cache.close()
         if self._rescan_call is not None and self._rescan_call.active():
             self._rescan_call.cancel()
 

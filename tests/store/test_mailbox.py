@@ -363,3 +363,21 @@ def test_run_synchronously_passes_errors() -> None:
         raise ValueError("x")
 
     assert isinstance(failure_of(mailbox_module.run_synchronously(boom)), ValueError)
+
+
+def test_message_info_parses_then_serves_from_cache(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailaccess.store import mime
+
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    info = result_of(box.message_info(1))
+    assert info.envelope.subject == b"hi"
+    # A restart reads it from the cache file, without parsing again.
+    calls: list[bytes] = []
+    monkeypatch.setattr(mime, "parse_message", lambda data: calls.append(data))
+    again = open_mailbox()
+    assert result_of(again.message_info(1)) == info
+    assert calls == []
+    assert isinstance(failure_of(again.message_info(9)), MessageGone)
