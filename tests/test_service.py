@@ -1,0 +1,328 @@
+"""mailaccess.service and the twistd plugin: listeners, TLS wrapping, SIGHUP, exits.
+
+The wiring is tested in process with Twisted's memory reactor and a stand-in
+protocol module (this file's ``make_factory``); the real thing is tested by
+running ``twistd -n mailaccess`` (the ``mail_server`` fixture and direct runs).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import socket
+import ssl
+import subprocess
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import pytest
+from cryptography import x509
+from OpenSSL import SSL
+from twisted.internet.error import CannotListenError
+from twisted.internet.protocol import Factory, Protocol
+from twisted.internet.testing import MemoryReactor, RaisingMemoryReactor
+from twisted.logger import capturedLogs
+from twisted.protocols.tls import TLSMemoryBIOFactory
+
+from mailaccess.cli import generate_self_signed
+from mailaccess.cli import main as cli_main
+from mailaccess.config import Config, load_config
+from mailaccess.context import ServerContext
+from mailaccess.service import StartupError, make_service
+from tests.conftest import MailServer, subprocess_env, twistd_command
+
+THIS_MODULE = __name__
+MISSING_MODULE = "mailaccess.no_such_protocol_yet"
+
+made_factories: list[tuple[Any, bool]] = []
+
+
+def make_factory(context: ServerContext, implicit_tls: bool) -> Factory:
+    """The stand-in protocol package's factory (the contract's signature)."""
+    made_factories.append((context, implicit_tls))
+    return Factory.forProtocol(Protocol)
+
+
+class ImmediateReactor(MemoryReactor):
+    """A memory reactor whose callFromThread runs the call at once."""
+
+    def callFromThread(self, f: Callable[..., Any], *args: Any, **kw: Any) -> None:
+        f(*args, **kw)
+
+
+@pytest.fixture
+def config(tmp_path: Path) -> Config:
+    assert cli_main(["init", str(tmp_path / "s")]) == 0
+    return load_config(tmp_path / "s/mailaccess.toml")
+
+
+def fake_context(config: Config, reactor: Any, tls: Any) -> ServerContext:
+    return ServerContext(config=config, store=None, authenticator=None, clock=reactor, tls=tls)  # type: ignore[arg-type]
+
+
+def messages(events: list[dict[str, Any]]) -> list[str]:
+    return [e["log_format"].format(**e) for e in events]
+
+
+# --- wiring ----------------------------------------------------------------------
+
+
+def test_listeners_bound_in_privileged_start(config: Config) -> None:
+    made_factories.clear()
+    reactor = ImmediateReactor()
+    protocols = {
+        "imap": (THIS_MODULE, False),
+        "imaps": (THIS_MODULE, True),
+        "pop3": (MISSING_MODULE, False),
+    }
+    with capturedLogs() as events:
+        service = make_service(config, reactor, protocols, fake_context)
+        # Bound before twistd drops privileges, i.e. in privilegedStartService.
+        service.privilegedStartService()
+        assert [(port, iface) for port, _f, _b, iface in reactor.tcpServers] == [
+            (1143, "127.0.0.1"),
+            (1993, "127.0.0.1"),
+        ]
+        service.startService()
+    plain_factory, tls_factory = (f for _p, f, _b, _i in reactor.tcpServers)
+    assert not isinstance(plain_factory, TLSMemoryBIOFactory)
+    # RFC 8314 §3.3: implicit TLS from the first octet, with our context factory.
+    assert isinstance(tls_factory, TLSMemoryBIOFactory)
+    assert [implicit for _c, implicit in made_factories] == [False, True]
+    context = made_factories[0][0]
+    assert context is made_factories[1][0]  # one shared context
+    assert context.tls is service.tls is not None
+    text = messages(events)
+    assert any("pop3 is not implemented yet" in m and MISSING_MODULE in m for m in text)
+    assert any(
+        m.startswith("mailaccess ready: listening on imap tcp:1143:interface=127.0.0.1, imaps")
+        for m in text
+    )
+    assert service.not_started == ["pop3"]
+    service.stopService()
+
+
+def test_factory_already_tls_is_not_wrapped_twice(config: Config, monkeypatch: Any) -> None:
+    reactor = ImmediateReactor()
+
+    def wrapping_factory(context: ServerContext, implicit_tls: bool) -> Any:
+        return TLSMemoryBIOFactory(context.tls, False, Factory.forProtocol(Protocol))
+
+    monkeypatch.setattr(f"{THIS_MODULE}.make_factory", wrapping_factory)
+    service = make_service(config, reactor, {"imaps": (THIS_MODULE, True)}, fake_context)
+    service.privilegedStartService()
+    (_port, factory, _b, _i) = reactor.tcpServers[0]
+    assert isinstance(factory, TLSMemoryBIOFactory)
+    assert not isinstance(factory.wrappedFactory, TLSMemoryBIOFactory)
+
+
+def test_context_not_buildable_yet_is_logged(config: Config) -> None:
+    reactor = ImmediateReactor()
+    with capturedLogs() as events:
+        service = make_service(
+            config, reactor, {"imap": (THIS_MODULE, False)}, lambda c, r, t: "store is missing"
+        )
+        service.privilegedStartService()
+    assert reactor.tcpServers == []
+    assert any("not starting imap" in m and "store is missing" in m for m in messages(events))
+
+
+def test_port_in_use_is_one_clear_error(config: Config) -> None:
+    error = CannotListenError("127.0.0.1", 1143, OSError(98, "Address already in use"))
+    reactor = RaisingMemoryReactor(listenException=error)
+    service = make_service(config, reactor, {"imap": (THIS_MODULE, False)}, fake_context)
+    with pytest.raises(StartupError, match=r"cannot listen on 127\.0\.0\.1:1143: Address already"):
+        service.privilegedStartService()
+    # Under twistd the same failure ends the process quietly with status 1.
+    service = make_service(config, reactor, {"imap": (THIS_MODULE, False)}, fake_context)
+    service.exit_on_startup_error = True
+    with pytest.raises(SystemExit) as info:
+        service.privilegedStartService()
+    assert info.value.code == 1
+
+
+def test_unreadable_certificate_stops_the_start(config: Config) -> None:
+    assert config.tls.certificate is not None
+    config.tls.certificate.write_text("garbage\n")
+    with pytest.raises(StartupError, match="holds no PEM certificate"):
+        make_service(config, ImmediateReactor(), {}, fake_context)
+
+
+# --- SIGHUP ------------------------------------------------------------------------
+
+
+def serial_of(service: Any) -> int:
+    # The certificate a new connection would present.
+    local = SSL.Connection(service.tls.getContext(), None).get_certificate()
+    assert local is not None
+    return int(local.get_serial_number())
+
+
+def test_sighup_reloads_certificate(config: Config) -> None:
+    reactor = ImmediateReactor()
+    service = make_service(config, reactor, {}, fake_context)
+    previous = signal.getsignal(signal.SIGHUP)
+    service.startService()
+    try:
+        before = serial_of(service)
+        assert config.tls.certificate is not None and config.tls.private_key is not None
+        cert_pem, key_pem = generate_self_signed()
+        config.tls.certificate.write_bytes(cert_pem)
+        config.tls.private_key.write_bytes(key_pem)
+        with capturedLogs() as events:
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert serial_of(service) == x509.load_pem_x509_certificate(cert_pem).serial_number
+        assert serial_of(service) != before
+        assert any("TLS certificate reloaded" in m for m in messages(events))
+    finally:
+        service.stopService()
+    assert signal.getsignal(signal.SIGHUP) == previous  # handed back
+
+
+def test_sighup_with_broken_certificate_keeps_the_old(config: Config) -> None:
+    reactor = ImmediateReactor()
+    service = make_service(config, reactor, {}, fake_context)
+    service.startService()
+    try:
+        before = serial_of(service)
+        assert config.tls.certificate is not None
+        config.tls.certificate.write_text("-----BEGIN CERTIFICATE-----\n")
+        with capturedLogs() as events:
+            os.kill(os.getpid(), signal.SIGHUP)
+        assert serial_of(service) == before
+        assert any("keeping the previous certificate" in m for m in messages(events))
+    finally:
+        service.stopService()
+
+
+# --- twistd, for real ----------------------------------------------------------------
+
+
+def run_twistd(config_path: Path, cwd: Path) -> subprocess.CompletedProcess[str]:
+    return subprocess.run(
+        twistd_command("-n", "--pidfile=", "mailaccess", f"--config={config_path}"),
+        cwd=cwd,
+        capture_output=True,
+        text=True,
+        env=subprocess_env(),
+        timeout=60,
+    )
+
+
+@pytest.mark.parametrize(
+    ("old", "new", "says"),
+    [
+        ("max_line_length", "max_line_lenght", None),  # not in init's file: added below
+        ("exclusive = false", 'exclusive = "no"', "pop3.exclusive: expected true or false"),
+        (
+            'certificate = "tls/cert.pem"',
+            'certificate = "nope.pem"',
+            "tls.certificate: file not found",
+        ),
+    ],
+    ids=["typo", "wrong-type", "missing-cert"],
+)
+def test_twistd_bad_config_exits_with_one_line(
+    tmp_path: Path, old: str, new: str, says: str | None
+) -> None:
+    assert cli_main(["init", str(tmp_path / "s")]) == 0
+    path = tmp_path / "s/mailaccess.toml"
+    text = path.read_text()
+    if says is None:
+        text = text.replace("[limits]\n", "[limits]\nmax_line_lenght = 9000\n")
+        says = "limits.max_line_lenght: unknown key"
+    else:
+        text = text.replace(old, new)
+    path.write_text(text)
+    result = run_twistd(path, tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    lines = result.stderr.splitlines()
+    assert lines == [f"mailaccess: {path}: {says}" + lines[0].split(says, 1)[1]]
+
+
+def test_twistd_unreadable_certificate_exits_with_one_line(tmp_path: Path) -> None:
+    assert cli_main(["init", str(tmp_path / "s")]) == 0
+    (tmp_path / "s/tls/cert.pem").write_text("garbage\n")
+    result = run_twistd(tmp_path / "s/mailaccess.toml", tmp_path)
+    assert result.returncode == 1
+    assert "Traceback" not in result.stdout + result.stderr
+    assert len(result.stderr.splitlines()) == 1
+    assert "holds no PEM certificate" in result.stderr
+
+
+def test_server_starts_listeners_and_logs_the_missing(mail_server: MailServer) -> None:
+    log = mail_server.log_text()
+    for proto in ("imap", "imaps", "pop3", "pop3s", "lmtp"):
+        if proto in mail_server.started:
+            with socket.create_connection(("127.0.0.1", mail_server.ports[proto]), timeout=5):
+                pass
+        else:
+            assert f"{proto} is not implemented yet" in log or f"not starting {proto}" in log
+    # twistd's --pidfile holds the running server's pid.
+    assert mail_server.process is not None
+    assert int(mail_server.pid_path.read_text()) == mail_server.process.pid
+
+
+def test_restart_keeps_ports(mail_server: MailServer) -> None:
+    ports = dict(mail_server.ports)
+    mail_server.restart()
+    assert mail_server.ports == ports
+    assert mail_server.log_text().count("mailaccess ready") == 2
+    mail_server.stop()
+    assert not mail_server.pid_path.exists()  # twistd removed it on a clean stop
+
+
+def tls_serial(server: MailServer, port: int) -> tuple[ssl.SSLSocket, int]:
+    context = ssl.create_default_context(cafile=str(server.cert))
+    sock = context.wrap_socket(
+        socket.create_connection(("localhost", port), timeout=10), server_hostname="localhost"
+    )
+    der = sock.getpeercert(binary_form=True)
+    assert der is not None
+    return sock, x509.load_der_x509_certificate(der).serial_number
+
+
+def wait_for_log(server: MailServer, text: str, count: int) -> None:
+    import time
+
+    deadline = time.monotonic() + 10
+    while server.log_text().count(text) < count:
+        assert time.monotonic() < deadline, f"no {text!r} in log:\n{server.log_text()}"
+        time.sleep(0.05)
+
+
+def test_sighup_reload_end_to_end_without_dropping_sessions(mail_server: MailServer) -> None:
+    tls_protos = [p for p in ("pop3s", "imaps") if p in mail_server.started]
+    if not tls_protos:
+        pytest.skip("no implicit-TLS protocol implemented yet")
+    port = mail_server.ports[tls_protos[0]]
+    old_session, old_serial = tls_serial(mail_server, port)
+    greeting = old_session.recv(1024)
+    assert greeting
+
+    # A renewed certificate: SIGHUP, and new sessions get it.
+    cert_pem, key_pem = generate_self_signed()
+    (mail_server.directory / "tls/key.pem").write_bytes(key_pem)
+    mail_server.cert.write_bytes(cert_pem)
+    mail_server.signal(signal.SIGHUP)
+    wait_for_log(mail_server, "TLS certificate reloaded", 1)
+    new_session, new_serial = tls_serial(mail_server, port)
+    assert new_serial == x509.load_pem_x509_certificate(cert_pem).serial_number != old_serial
+    new_session.close()
+
+    # The session from before the reload is still served.
+    command = b"CAPA\r\n" if tls_protos[0] == "pop3s" else b"a1 CAPABILITY\r\n"
+    old_session.sendall(command)
+    assert old_session.recv(1024)
+    old_session.close()
+
+    # A broken certificate: logged, and the good one stays in use.
+    mail_server.cert.write_text("-----BEGIN CERTIFICATE-----\nbroken\n")
+    mail_server.signal(signal.SIGHUP)
+    wait_for_log(mail_server, "keeping the previous certificate", 1)
+    mail_server.cert.write_bytes(cert_pem)  # for the client's trust only
+    session, serial = tls_serial(mail_server, port)
+    assert serial == new_serial
+    session.close()
