@@ -377,6 +377,11 @@ class _Parser:
         end = hit[0]
         if end == self.eaten:
             return end
+        if end <= body_start:
+            # The line break before the boundary ended this entity's header,
+            # so it cannot end the enclosing bodies either.
+            self.eaten = end
+            return body_start
         if end > body_start and self.data[end - 1] == 0x0A:
             end -= 1
             if end > body_start and self.data[end - 1] == 0x0D:
@@ -393,29 +398,44 @@ class _Parser:
     ) -> tuple[Part, _Hit | None]:
         """Parse the entity at *start*; returns it and the boundary that ended it."""
         data = self.data
-        # RFC 5322 §2.1: the header ends at the first empty line.
+        # RFC 5322 §2.1: the header ends at the first empty line.  The search
+        # goes from one line starting with "--" to the next, so that a
+        # boundary line ends a header that has no empty line without the
+        # search ever running past the entity (which made malformed messages
+        # with many parts quadratic).
+        hit: _Hit | None = None
         if data.startswith(b"\n", start):
             header_end, body_start = start, start + 1
         elif data.startswith(b"\r\n", start):
             header_end, body_start = start, start + 2
+        elif bounds and data.startswith(b"--", start) and self.match(start, bounds):
+            # A boundary line right away: an empty entity.
+            hit = self.match(start, bounds)
+            header_end = body_start = start
+            self.eaten = start
         else:
-            m = _HEADER_END_RE.search(data, start)
-            if m is None:
-                header_end = body_start = self.size
-            else:
-                header_end, body_start = m.start() + 1, m.end()
-        hit: _Hit | None = None
-        if bounds:
-            # A boundary inside what looks like the header ends the entity there.
-            early = self.next_boundary(start, bounds, header_end)
-            if early is not None:
-                # The header excludes the line break before the boundary, but
-                # (as in Dovecot, whose header reader has eaten it) that break
-                # is not given back to the boundary: an enclosing
-                # message/rfc822 body keeps it.
-                header_end = body_start = self.end_before(early, start)
-                hit = early
-                self.eaten = early[0]
+            pos = start
+            while True:
+                dash = data.find(b"\n--", pos)
+                limit = self.size if dash < 0 else dash + 1
+                m = _HEADER_END_RE.search(data, pos, limit)
+                if m is not None:
+                    header_end, body_start = m.start() + 1, m.end()
+                    break
+                early = self.match(limit, bounds) if dash >= 0 and bounds else None
+                if early is not None:
+                    # The header excludes the line break before the boundary,
+                    # but (as in Dovecot, whose header reader has eaten it)
+                    # that break is not given back to the boundary: an
+                    # enclosing message/rfc822 body keeps it.
+                    header_end = body_start = self.end_before(early, start)
+                    hit = early
+                    self.eaten = early[0]
+                    break
+                if dash < 0:
+                    header_end = body_start = self.size
+                    break
+                pos = limit
         header = data[start:header_end]
         ctype = cte = cid = cdesc = cmd5 = cdisp = clang = cloc = None
         env_addrs: dict[str, list[Address]] = {}

@@ -288,6 +288,7 @@ _ENCODED_WORD_RE = re.compile(
     rb"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=(?:[ \t\r\n]+(?==\?))?"
 )
 _QP_HEX_RE = re.compile(rb"=([0-9A-Fa-f]{2})")
+_BASE64_RE = re.compile(rb"[A-Za-z0-9+/]*=*")
 
 
 def _charset_decode(data: bytes, charset: str) -> str:
@@ -327,15 +328,17 @@ def decode_words(value: bytes) -> str:
         charset = m.group(1).decode("ascii", "replace")
         text = m.group(3)
         if m.group(2) in (b"B", b"b"):
+            if not _BASE64_RE.fullmatch(text):
+                # Not base64 at all: show the word as sent rather than garbage.
+                out.append(decode_raw(m.group(0)))
+                continue
             text = text.rstrip(b"=")
-            text += b"=" * (-len(text) % 4)
+            if len(text) % 4 == 1:
+                text = text[:-1]  # a dangling sextet carries no whole octet
             try:
-                raw = base64.b64decode(text)
+                raw = base64.b64decode(text + b"=" * (-len(text) % 4))
             except (binascii.Error, ValueError):
-                try:
-                    raw = base64.b64decode(text[: len(text) // 4 * 4 - 4] + b"====")
-                except (binascii.Error, ValueError):
-                    raw = b""
+                raw = b""
         else:
             raw = _QP_HEX_RE.sub(lambda h: bytes([int(h.group(1), 16)]), text.replace(b"_", b" "))
         out.append(_charset_decode(raw, charset))
