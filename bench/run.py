@@ -342,8 +342,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.servers.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="mailaccess-bench-"))
     servers = [
-        MailaccessServer(workdir / "mailaccess", mailboxes, big, reps),
-        DovecotServer(workdir / "dovecot", mailboxes, big, reps),
+        # Two fresh (never indexed) users per repetition: IMAP and POP3 first scans.
+        MailaccessServer(workdir / "mailaccess", mailboxes, big, 2 * reps),
+        DovecotServer(workdir / "dovecot", mailboxes, big, 2 * reps),
     ]
     targets: dict[str, Target | str] = {}
     try:

@@ -377,6 +377,27 @@ async def pop3_retr(target: Target, sizes: Sizes) -> Figures:
     return {"pop3_retr": octets / elapsed / 1e6}
 
 
+async def pop3_first_scan(target: Target, sizes: Sizes) -> Figures:
+    """A never-indexed copy of the big maildrop: USER/PASS, STAT, LIST, QUIT.
+
+    LIST needs every message's CRLF size, so the files in new/ (whose names carry no
+    size) must be read; Dovecot also builds its index here.
+    """
+    user = target.prepared_user
+    if user is None:
+        raise ProtocolFailure("no fresh (never indexed) user was prepared")
+    target.prepared_user = None
+    started = time.perf_counter()
+    conn = await POP3Connection.connect(target.host, target.ports["pop3"])
+    await conn.login(user, PASSWORD)
+    stat = await conn.simple(b"STAT")
+    if int(stat.split()[1]) != sizes.big_count:
+        raise ProtocolFailure(f"STAT {stat!r}, expected {sizes.big_count} messages")
+    await conn.multi(b"LIST")
+    await conn.quit()
+    return {"pop3_first_scan": time.perf_counter() - started}
+
+
 # --- LMTP ---------------------------------------------------------------------------
 
 
@@ -479,6 +500,9 @@ def workloads(sizes: Sizes) -> list[Workload]:
         Workload("imap_first_scan", "imap",
                  (_m("imap_first_scan", f"first scan, uncached ({n:,}), SELECT+ENVELOPE", "s"),),
                  imap_first_scan, tags=frozenset({"fresh"})),
+        Workload("pop3_first_scan", "pop3",
+                 (_m("pop3_first_scan", f"first scan, uncached ({n:,}), POP3 STAT+LIST", "s"),),
+                 pop3_first_scan, tags=frozenset({"fresh"})),
     ]  # fmt: skip
     return items
 
