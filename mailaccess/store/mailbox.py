@@ -69,6 +69,9 @@ T = TypeVar("T")
 RunInThread = Callable[[Callable[[], Any]], Deferred[Any]]
 
 log = Logger()
+
+#: A file in tmp/ older than this is debris of a crashed delivery (Dovecot's rule).
+TMP_STALE_AFTER = 36 * 3600
 _uid_of = attrgetter("uid")
 
 
@@ -155,6 +158,7 @@ class Mailbox(IMailbox):
         self._uidlist_stamp: FileStamp | None = None
         self._rescan_call: Any = None
         self._deleted = False
+        self._opened_at = 0.0
         self._cache: Any = None  # mailaccess.store.cache.MetadataCache once open
 
     # --- opening ------------------------------------------------------------
@@ -171,6 +175,7 @@ class Mailbox(IMailbox):
     ) -> Deferred[Mailbox]:
         """Open (creating cur/new/tmp if missing) and index the folder at *path*."""
         mailbox = cls(name, path, clock, new_uidvalidity, run_in_thread, folder)
+        mailbox._opened_at = mailbox._clock.seconds()
 
         def opened(_: None) -> Mailbox:
             return mailbox
@@ -182,6 +187,7 @@ class Mailbox(IMailbox):
 
         try:
             ensure_maildir(self.path, self._folder)
+            self._remove_stale_tmp(self._opened_at - TMP_STALE_AFTER)
             self._keywords.load()
             result = self._scan(full=True)
         except OSError as exc:
@@ -190,6 +196,16 @@ class Mailbox(IMailbox):
         self._cache = MetadataCache(self.path)
         self._cache.reset(result.uidvalidity)
         return result
+
+    def _remove_stale_tmp(self, older_than: float) -> None:
+        """Drop tmp/ files of deliveries that died long ago (Dovecot: 36 hours)."""
+        with os.scandir(self._tmp) as it:
+            for entry in it:
+                try:
+                    if entry.is_file() and entry.stat().st_mtime < older_than:
+                        os.unlink(entry.path)
+                except FileNotFoundError:
+                    pass
 
     # --- reading ------------------------------------------------------------
 
@@ -750,7 +766,9 @@ class Mailbox(IMailbox):
         self, uid: int, base: str, name: str, entry: UidEntry | None
     ) -> MessageRecord | None:
         try:
-            st = os.stat(self._cur / name)
+            # A plain string join: pathlib costs more than the stat itself
+            # when a first scan does this for every message.
+            st = os.stat(os.path.join(self._cur, name))
         except FileNotFoundError:
             return None
         _size, vsize = size_fields(base)

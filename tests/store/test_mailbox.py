@@ -6,6 +6,7 @@ import errno
 import os
 import tracemalloc
 from collections.abc import Callable
+from pathlib import Path
 
 import attrs
 import pytest
@@ -381,3 +382,21 @@ def test_message_info_parses_then_serves_from_cache(
     assert result_of(again.message_info(1)) == info
     assert calls == []
     assert isinstance(failure_of(again.message_info(9)), MessageGone)
+
+
+def test_open_removes_tmp_debris_older_than_36_hours(tmp_path: Path) -> None:
+    from twisted.internet.task import Clock
+
+    from tests.store.conftest import Counter
+
+    path = tmp_path / "box"
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True)
+    (path / "tmp" / "old").write_bytes(b"x")
+    (path / "tmp" / "young").write_bytes(b"x")
+    os.utime(path / "tmp" / "old", (1000.0, 1000.0))
+    os.utime(path / "tmp" / "young", (200_000.0, 200_000.0))
+    clock = Clock()
+    clock.advance(200_000.0)
+    result_of(Mailbox.open("box", path, clock, Counter(), mailbox_module.run_synchronously))
+    assert os.listdir(path / "tmp") == ["young"]
