@@ -116,6 +116,7 @@ class POP3Server(Protocol):
         self._sasl_step: Callable[[bytes], Outcome] | None = None
         self._login_result: Any = None
         self._committed = False  # QUIT expunged this session's deletions
+        self._producer: MessageProducer | None = None  # the RETR/TOP being sent
         self._timer: Any = None  # IDelayedCall
         self._end_reason = "connection closed by client"
         self._peer = "unknown"
@@ -128,7 +129,8 @@ class POP3Server(Protocol):
         self._peer = f"{getattr(peer, 'host', peer)}"
         self.tls = self.tls or ISSLTransport.providedBy(self.transport)
         log.info(
-            "POP3 session start: peer={peer} tls={tls}",
+            "{protocol} session start: peer={peer} tls={tls}",
+            protocol=self._protocol_name,
             peer=self._peer,
             tls=self.tls,
         )
@@ -142,6 +144,10 @@ class POP3Server(Protocol):
 
     def connectionLost(self, reason: Failure = Failure(ConnectionError())) -> None:  # noqa: B008
         self.state = CLOSED
+        if self._producer is not None:
+            # Not every transport stops its producer when it goes away.
+            self._producer.stopProducing()
+            self._producer = None
         if self._timer is not None and self._timer.active():
             self._timer.cancel()
         self._timer = None
@@ -152,11 +158,16 @@ class POP3Server(Protocol):
             )
         self._end_session()
         log.info(
-            "POP3 session end: user={user} peer={peer} reason={reason}",
+            "{protocol} session end: user={user} peer={peer} reason={reason}",
+            protocol=self._protocol_name,
             user=self.username or "-",
             peer=self._peer,
             reason=self._end_reason,
         )
+
+    @property
+    def _protocol_name(self) -> str:
+        return "pop3s" if self.factory.implicit_tls else "pop3"
 
     def _end_session(self) -> None:
         if self.maildrop is not None:
@@ -683,7 +694,12 @@ class POP3Server(Protocol):
             drop.mark_seen(message).addErrback(
                 lambda f: log.failure("Setting \\Seen after RETR", f)
             )
-        d = MessageProducer(source, self.transport, body_lines).start()
+        producer = self._producer = MessageProducer(source, self.transport, body_lines)
+        d = producer.start()
+
+        def finished(result: object) -> object:
+            self._producer = None
+            return result
 
         def failed(failure: Failure) -> None:
             # Half a message is on the wire and cannot be taken back: the
@@ -693,7 +709,7 @@ class POP3Server(Protocol):
                 self._end_reason = "error while sending a message"
                 self.transport.abortConnection()
 
-        return d.addErrback(failed)
+        return d.addBoth(finished).addErrback(failed)
 
     def do_DELE(self, argument: str) -> Outcome:
         """RFC 1939 §5 DELE msg: mark deleted now (\\Deleted in the store, rule 4)."""
@@ -746,7 +762,8 @@ class POP3Server(Protocol):
             self._send(f"+OK bye, {len(removed)} deleted, {count} left in maildrop")
 
         def failed(failure: Failure) -> None:
-            failure.trap(StoreError)
+            if not failure.check(StoreError):
+                log.failure("Expunging at QUIT failed", failure)
             # RFC 1939 §6: "-ERR some deleted messages not removed".  Those
             # left keep no \Deleted: connectionLost resets them, as for a drop.
             self._send(f"-ERR [SYS/TEMP] some deleted messages not removed: {failure.value}")

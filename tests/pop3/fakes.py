@@ -49,6 +49,7 @@ class FakeMailbox:
         self._hold_next = False
         self.fail_next: StoreError | None = None
         self.opened: list[int] = []
+        self.sources: list[io.BytesIO] = []  # every file open_message handed out
 
     @property
     def uidvalidity(self) -> int:
@@ -157,7 +158,9 @@ class FakeMailbox:
         if uid not in self._records:
             raise MessageGone(f"message {uid} was expunged")
         self.opened.append(uid)
-        return io.BytesIO(self.bodies[uid])
+        source = io.BytesIO(self.bodies[uid])
+        self.sources.append(source)
+        return source
 
 
 class FakeAccount:

@@ -634,6 +634,50 @@ def test_pipelined_commands_are_answered_in_order_rfc2449_6_6(session: Any, inbo
     )
 
 
+def pause_after_each_write(session: Conversation) -> None:
+    """Make the transport behave like a full socket: pause the producer per write."""
+    transport = session.transport
+    plain_write = transport.write
+
+    def write(data: bytes) -> None:
+        plain_write(data)
+        if transport.producer is not None:
+            transport.producer.pauseProducing()
+
+    transport.write = write  # type: ignore[method-assign]
+
+
+def test_command_after_retr_waits_for_the_whole_message_rfc2449_6_6(context: Any) -> None:
+    big = b"Subject: big\n\n" + b"x" * 200_000 + b"\n"
+    user_with_mail(context, big)
+    session = Conversation(context, peer=LOOPBACK)
+    session.login()
+    pause_after_each_write(session)
+    session.send(b"RETR 1\r\nNOOP\r\n")
+    first = session.transport.value()
+    assert first.startswith(b"+OK") and len(first) < 100_000  # one chunk so far
+    assert not first.endswith(b"+OK\r\n")
+    reply = session.take()  # resumes the producer until it is done
+    assert reply.endswith(b"x\r\n.\r\n+OK\r\n")
+
+
+def test_connection_lost_mid_retr_closes_the_file_and_acts_as_rset(context: Any) -> None:
+    inbox = user_with_mail(context, MSG1, b"Subject: big\n\n" + b"y" * 200_000 + b"\n")
+    session = Conversation(context, peer=LOOPBACK)
+    session.login()
+    session.exchange("""
+        C: DELE 1
+        S: +OK message 1 deleted
+    """)
+    pause_after_each_write(session)
+    session.send(b"RETR 2\r\n")
+    assert session.transport.producer is not None  # still streaming
+    session.drop()
+    assert inbox.sources[-1].closed
+    assert session.transport.producer is None
+    assert DELETED not in inbox.flags_of(1)
+
+
 def test_pipelined_login_waits_for_the_authenticator(context: Any, inbox: Any) -> None:
     conversation = Conversation(context, peer=LOOPBACK)
     conversation.auth.hold_next = True
@@ -724,7 +768,9 @@ def test_exclusive_mode_answers_in_use_rfc2449_8_1_1() -> None:
     factory = POP3Factory(context, False)
     first = Conversation(context, peer=LOOPBACK, factory=factory)
     first.login()
-    second = Conversation(context, peer=LOOPBACK, factory=factory)
+    # The POP3S listener's sessions count too: one registry per server.
+    pop3s = POP3Factory(context, True)
+    second = Conversation(context, peer=LOOPBACK, factory=pop3s)
     second.exchange("""
         C: USER alice
         C: PASS secret
@@ -812,7 +858,7 @@ def test_session_logged_once_at_start_and_end_without_password(context: Any, inb
         globalLogPublisher.removeObserver(events.append)
     lines = [formatEvent(e) for e in events if e.get("log_namespace") == "mailaccess.pop3"]
     assert lines == [
-        "POP3 session start: peer=127.0.0.1 tls=False",
-        "POP3 session end: user=alice peer=127.0.0.1 reason=QUIT",
+        "pop3 session start: peer=127.0.0.1 tls=False",
+        "pop3 session end: user=alice peer=127.0.0.1 reason=QUIT",
     ]
     assert not any("secret" in formatEvent(e) for e in events)
