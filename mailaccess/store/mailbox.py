@@ -18,6 +18,7 @@ import bisect
 import contextlib
 import os
 import shutil
+import time
 from collections.abc import Callable, Iterable, Sequence, Set
 from operator import attrgetter
 from pathlib import Path
@@ -159,6 +160,11 @@ class Mailbox(IMailbox):
         self._rescan_call: Any = None
         self._deleted = False
         self._opened_at = 0.0
+        # (cur/, new/) mtimes of the last listing, when they can be trusted.
+        self._dir_stamps: tuple[int, int] | None = None
+        #: True once inotify watches this folder; without it, protocol layers
+        #: call rescan() on NOOP/IDLE/SELECT (issue 3, item 4).
+        self.watched = False
         self._cache: Any = None  # mailaccess.store.cache.MetadataCache once open
 
     # --- opening ------------------------------------------------------------
@@ -286,19 +292,38 @@ class Mailbox(IMailbox):
             if cached is not None:
                 return succeed(cached)
         base = record.base
+        path = self._cur / self._filename(record)
 
-        def parse() -> Any:
+        def parse() -> tuple[Any, bool]:
+            # Worker thread: no reactor calls in here.
+            renamed = False
             try:
-                with self.open_message(uid) as f:
-                    data = f.read()
+                try:
+                    data = path.read_bytes()
+                except FileNotFoundError:
+                    name = self._find_file(base)
+                    if name is None:
+                        raise MessageGone(
+                            f"message UID {uid} was removed by another program"
+                        ) from None
+                    renamed = True
+                    data = (self._cur / name).read_bytes()
+            except FileNotFoundError:
+                raise MessageGone(f"message UID {uid} was removed by another program") from None
             except OSError as exc:
                 raise disk_error(exc, f"read message UID {uid}") from exc
             info = parse_message(data)
             if cache is not None:
                 cache.put(uid, base, info)
+            return info, renamed
+
+        def parsed(result: tuple[Any, bool]) -> Any:
+            info, renamed = result
+            if renamed:
+                self.schedule_rescan()  # another program renamed it: learn its flags
             return info
 
-        return self._run_in_thread(parse)
+        return self._run_in_thread(parse).addCallback(parsed)
 
     # --- mutations ----------------------------------------------------------
 
@@ -504,6 +529,8 @@ class Mailbox(IMailbox):
 
         def work() -> _SyncResult:
             try:
+                if self._unchanged_since_last_scan():
+                    return _SyncResult(uidvalidity=self._uidvalidity, uidnext=self._uidnext)
                 self._keywords.load()
                 return self._scan(full=False)
             except OSError as exc:
@@ -633,10 +660,13 @@ class Mailbox(IMailbox):
         files in cur/ that the caller is adding itself.
         """
         result = _SyncResult(uidvalidity=self._uidvalidity, uidnext=self._uidnext)
+        dir_stamps = self._dir_stamps_now()
+        started_ns = time.time_ns()
         on_disk = self._list_files(skip)
         if not full:
             self._compare(on_disk, result)
             if not on_disk and FileStamp.of(self._uidlist_path) == self._uidlist_stamp:
+                self._remember_dir_stamps(dir_stamps, started_ns)
                 return result
         with contextlib.nullcontext() if lock_held else DotLock(self._uidlist_path).held():
             uidlist = self._read_uidlist() or self._create_uidlist()
@@ -681,7 +711,29 @@ class Mailbox(IMailbox):
         result.uidnext = max(uidnext, result.uidnext)
         if full:
             result.records, result.added = result.added, []
+        self._remember_dir_stamps(dir_stamps, started_ns)
         return result
+
+    def _dir_stamps_now(self) -> tuple[int, int]:
+        return (os.stat(self._cur).st_mtime_ns, os.stat(self._new).st_mtime_ns)
+
+    def _remember_dir_stamps(self, stamps: tuple[int, int], started_ns: int) -> None:
+        """Let the next rescan skip listing if neither directory changes.
+
+        Trusted only when both mtimes are over a second older than the scan:
+        a change in the same timestamp tick as our stat would not move the
+        mtime, and could otherwise be missed.
+        """
+        old_enough = max(stamps) < started_ns - 1_000_000_000
+        self._dir_stamps = stamps if old_enough else None
+
+    def _unchanged_since_last_scan(self) -> bool:
+        """True if cur/, new/ and the uidlist are as the last full listing left them."""
+        return (
+            self._dir_stamps is not None
+            and self._dir_stamps_now() == self._dir_stamps
+            and FileStamp.of(self._uidlist_path) == self._uidlist_stamp
+        )
 
     def _list_files(self, skip: Set[str]) -> dict[str, tuple[str, bool]]:
         """base -> (name in cur/, came from new/); new/ files are moved to cur/."""
@@ -835,6 +887,7 @@ class Mailbox(IMailbox):
         self._tmp = path / "tmp"
         self._uidlist_path = path / uidlist_file.FILENAME
         self._keywords.path = path / self._keywords.path.name
+        self._dir_stamps = None
 
     # --- helpers ------------------------------------------------------------
 

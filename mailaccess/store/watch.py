@@ -56,6 +56,7 @@ class MailboxWatch:
             path = mailbox.path / sub
             self._notifier.watch(FilePath(str(path)), mask=self._mask, callbacks=[changed])
             self._watched[str(path)] = mailbox
+        mailbox.watched = True
 
     def unwatch(self, mailbox: Mailbox) -> None:
         """Stop watching *mailbox* (deleted)."""
@@ -64,6 +65,7 @@ class MailboxWatch:
                 with contextlib.suppress(KeyError):
                     self._notifier.ignore(FilePath(path))
                 del self._watched[path]
+        mailbox.watched = False
 
     def close(self) -> None:
         """Release the inotify descriptor."""

@@ -400,3 +400,36 @@ def test_open_removes_tmp_debris_older_than_36_hours(tmp_path: Path) -> None:
     clock.advance(200_000.0)
     result_of(Mailbox.open("box", path, clock, Counter(), mailbox_module.run_synchronously))
     assert os.listdir(path / "tmp") == ["young"]
+
+
+def test_rescan_skips_listing_when_directories_did_not_change(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    for sub in ("cur", "new"):
+        os.utime(box.path / sub, (1_000_000.0, 1_000_000.0))  # long settled
+    result_of(box.rescan())  # lists, and may now trust the mtimes
+    listings: list[int] = []
+    real_list = Mailbox._list_files
+
+    def counting(self: Mailbox, skip: object) -> object:
+        listings.append(1)
+        return real_list(self, skip)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(Mailbox, "_list_files", counting)
+    result_of(box.rescan())
+    assert listings == []
+    # Any change moves the directory's mtime, and is seen.
+    heard: list[ChangeEvent] = []
+    box.add_listener(heard.append)
+    os.unlink(box.message_path(1))
+    result_of(box.rescan())
+    assert listings == [1] and heard == [MessagesExpunged("box", (1,))]
+
+
+def test_message_info_of_a_file_renamed_behind_our_back(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    record = result_of(box.append(MSG))
+    os.rename(box.message_path(1), box.path / "cur" / f"{record.base}:2,S")
+    assert result_of(box.message_info(1)).envelope.subject == b"hi"
