@@ -223,14 +223,91 @@ def cmd_init(args: argparse.Namespace, out: TextIO) -> int:
     write_certificate(directory / "tls/cert.pem", directory / "tls/key.pem", args.hostname, 825)
     config_path.write_text(render_init_config(args.hostname, listen), encoding="utf-8")
     # Prove what we wrote loads, so `init` never leaves a setup that does not start.
-    load_config(config_path)
+    config = load_config(config_path)
+    demo_password = None
+    if args.demo:
+        demo_password = add_demo_user(config, args.demo)
     print(f"wrote a mailaccess setup in {directory}:", file=out)
     print(f"  config       {config_path}", file=out)
     print(f"  users file   {users} (empty: add users with `{PROG} user add`)", file=out)
     print(f"  certificate  {directory / 'tls/cert.pem'} (self-signed, localhost)", file=out)
     print(f"  mail root    {mail_root}", file=out)
+    if demo_password is not None:
+        print(
+            f"  demo user    {args.demo}, password {demo_password} "
+            f"(also in {directory / 'demo-password'}), {len(DEMO_MESSAGES)} messages",
+            file=out,
+        )
     print(f"run it: twistd -n mailaccess --config {config_path}", file=out)
     return 0
+
+
+#: (subject, body, attachment name and text or None) of the demo messages.
+DEMO_MESSAGES: list[tuple[str, str, tuple[str, str] | None]] = [
+    ("Welcome to mailaccess", "Read me over IMAP or POP3: both see the same flags.\n", None),
+    ("Lunch on Friday?", "Shall we try the new place on the corner?\n", None),
+    ("The report, attached", "Here it is.\n", ("report.txt", "Q3: all good.\n")),
+]
+
+
+def write_demo_messages(maildir: Path, now: float) -> list[Path]:
+    """Deliver the demo messages into *maildir* the way an MTA does.
+
+    Each is written (LF line ends, as Maildir stores mail) into ``tmp/``,
+    fsynced, given its Date as mtime (the IMAP INTERNALDATE), then renamed
+    into ``new/``; the store picks them up like any delivery.
+    """
+    import socket
+    from email.message import EmailMessage
+    from email.utils import format_datetime, localtime, make_msgid
+
+    for sub in ("cur", "new", "tmp"):
+        (maildir / sub).mkdir(parents=True, exist_ok=True, mode=0o700)
+    delivered = []
+    host = socket.gethostname().replace("/", "\\057").replace(":", "\\072")
+    for i, (subject, body, attachment) in enumerate(DEMO_MESSAGES):
+        sent = int(now) - (len(DEMO_MESSAGES) - i) * 3600
+        message = EmailMessage()
+        message["From"] = "Alice Example <alice@example.org>"
+        message["To"] = "demo@localhost"
+        message["Subject"] = subject
+        message["Date"] = format_datetime(localtime(datetime.datetime.fromtimestamp(sent)))
+        message["Message-ID"] = make_msgid(domain="example.org")
+        message.set_content(body)
+        if attachment is not None:
+            message.add_attachment(attachment[1], filename=attachment[0])
+        data = message.as_bytes().replace(b"\r\n", b"\n")
+        name = f"{sent}.M{i}P{os.getpid()}.{host}"
+        tmp = maildir / "tmp" / name
+        with open(tmp, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.utime(tmp, (sent, sent))
+        final = maildir / "new" / name
+        os.rename(tmp, final)
+        delivered.append(final)
+    return delivered
+
+
+def add_demo_user(config: Config, name: str) -> str:
+    """Add user *name* with a random password and demo mail; returns the password."""
+    import secrets
+    import time
+
+    passwd, schemes = _require_auth()
+    _check_username(name)
+    path = config.server.users_file
+    entries = _read_users_strict(passwd, path)
+    if any(e.user == name for e in entries):
+        raise CommandError(f"user {name!r} exists already in {path}")
+    password = secrets.token_urlsafe(12)
+    entries.append(passwd.UserEntry(user=name, password=schemes.hash_password(password)))
+    passwd.write_users(path, entries)
+    write_demo_messages(config.server.mail_root / name, time.time())
+    assert config.source is not None
+    write_private(config.source.parent / "demo-password", f"{password}\n".encode(), 0o600)
+    return password
 
 
 # --- commands that read the config ---------------------------------------------
@@ -503,6 +580,12 @@ def build_parser() -> argparse.ArgumentParser:
         action="append",
         metavar="PROTO=ENDPOINT",
         help="listener to write instead of the default (repeatable; empty ENDPOINT: none)",
+    )
+    p.add_argument(
+        "--demo",
+        metavar="USER",
+        help="also add USER with a random password (printed, and kept in DIR/demo-password) "
+        "and a few demo messages",
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing setup")
     p.set_defaults(func=cmd_init)

@@ -320,3 +320,31 @@ def test_console_script_is_installed() -> None:
     assert result.returncode == 0
     for command in ("user", "check-config", "gencert", "init"):
         assert command in result.stdout
+
+
+def test_init_demo_user_with_mail(tmp_path: Path, auth: tuple) -> None:
+    passwd, schemes = auth
+    directory = tmp_path / "var"
+    result = run("init", str(directory), "--demo", "demo")
+    assert result.returncode == 0, result.stderr
+    password = (directory / "demo-password").read_text().strip()
+    assert f"password {password}" in result.stdout
+    assert stat.S_IMODE(os.stat(directory / "demo-password").st_mode) == 0o600
+    (entry,), problems = passwd.read_users(directory / "users")
+    assert problems == []
+    assert entry.user == "demo"
+    assert schemes.verify_password(entry.password, password)
+    # Delivered as an MTA does: complete files in new/, nothing left in tmp/.
+    maildir = directory / "mail/demo"
+    delivered = sorted((maildir / "new").iterdir())
+    assert len(delivered) == 3
+    assert list((maildir / "tmp").iterdir()) == []
+    for path in delivered:
+        data = path.read_bytes()
+        assert b"\r\n" not in data  # Maildir stores LF line ends
+        assert data.startswith(b"From: ")
+        assert b"\n\n" in data
+    assert b"Content-Disposition: attachment" in delivered[-1].read_bytes()
+    # The mtime is the message's date (INTERNALDATE), oldest first.
+    mtimes = [p.stat().st_mtime for p in delivered]
+    assert mtimes == sorted(mtimes)
