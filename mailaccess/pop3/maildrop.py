@@ -36,16 +36,20 @@ class NoSuchMessage(Exception):
     """The message number is not usable; the text is the -ERR reason for the client."""
 
 
-@attrs.define(slots=True)
+@attrs.frozen
 class ListedMessage:
     """One message of the session's listing (RFC 1939 §4: a message-number)."""
 
     number: int
     uid: int
     size: int  # octets RETR sends: the CRLF size (record.vsize)
-    base: str  # Maildir base name, for the %f unique-id variable
-    deleted: bool = False  # marked by this session's DELE
-    gone: bool = False  # expunged by someone else during the session
+
+
+# The state of each listed message, one octet each (a mailbox may hold 100,000).
+_PRESENT = 0
+_DELETED = 1  # marked by this session's DELE
+_GONE = 2  # expunged by someone else during the session
+_DELETED_AND_GONE = 3
 
 
 class Maildrop:
@@ -53,40 +57,55 @@ class Maildrop:
 
     def __init__(self, mailbox: IMailbox, uidl_format: UIDLFormat) -> None:
         self.mailbox = mailbox
-        self._uidl_format = uidl_format
-        self._uidvalidity = mailbox.uidvalidity
-        self._messages: list[ListedMessage] = []
-        self._by_uid: dict[int, ListedMessage] = {}
+        self._unique_id = uidl_format.for_mailbox(mailbox.uidvalidity)
         # RFC 1939 §4 / DESIGN.md rule 1: numbered 1..N in UID order, without
-        # the messages another client already marked \Deleted.
-        for record in mailbox.records():
-            if DELETED in record.flags:
-                continue
-            message = ListedMessage(len(self._messages) + 1, record.uid, record.vsize, record.base)
-            self._messages.append(message)
-            self._by_uid[record.uid] = message
+        # the messages another client already marked \Deleted.  Message n is
+        # at index n - 1 of these parallel lists.
+        listed = [r for r in mailbox.records() if DELETED not in r.flags]
+        self._uids = [r.uid for r in listed]
+        self._sizes = [r.vsize for r in listed]
+        self._bases = [r.base for r in listed]
+        self._state = bytearray(len(listed))
+        self._index_of = {uid: index for index, uid in enumerate(self._uids)}
         self._unique_ids: list[str] | None = None
         self._closed = False
         mailbox.add_listener(self._on_change)
 
     # --- reading the listing -------------------------------------------------
 
-    def present(self) -> list[ListedMessage]:
-        """The listed messages neither deleted by this session nor gone."""
-        return [m for m in self._messages if not m.deleted and not m.gone]
+    def present(self) -> list[int]:
+        """Numbers of the listed messages neither deleted by this session nor gone."""
+        state = self._state
+        if not any(state):
+            return list(range(1, len(state) + 1))
+        return [index + 1 for index, flag in enumerate(state) if flag == _PRESENT]
 
     def stat(self) -> tuple[int, int]:
         """RFC 1939 §5 STAT: (message count, total octets) of the present messages."""
         present = self.present()
-        return len(present), sum(m.size for m in present)
+        sizes = self._sizes
+        return len(present), sum(sizes[n - 1] for n in present)
+
+    def scan_listing(self) -> list[str]:
+        """RFC 1939 §5 LIST: one "number size" line per present message."""
+        sizes = self._sizes
+        return [f"{n} {sizes[n - 1]}" for n in self.present()]
+
+    def unique_id_listing(self) -> list[str]:
+        """RFC 1939 §7 UIDL: one "number unique-id" line per present message."""
+        unique_ids = self._all_unique_ids()
+        return [f"{n} {unique_ids[n - 1]}" for n in self.present()]
 
     def unique_id(self, message: ListedMessage) -> str:
         """RFC 1939 §7 unique-id of a listed message (DESIGN.md rule 2)."""
+        return self._all_unique_ids()[message.number - 1]
+
+    def _all_unique_ids(self) -> list[str]:
         if self._unique_ids is None:
-            # Worked out on first use: most logins (STAT then QUIT) never need them.
-            fmt, uidvalidity = self._uidl_format, self._uidvalidity
-            self._unique_ids = [fmt.unique_id(m.uid, uidvalidity, m.base) for m in self._messages]
-        return self._unique_ids[message.number - 1]
+            # Worked out on first use: many logins (STAT, RETR, QUIT) never need them.
+            unique_id = self._unique_id
+            self._unique_ids = list(map(unique_id, self._uids, self._bases))
+        return self._unique_ids
 
     def lookup(self, argument: str) -> ListedMessage:
         """The present message numbered *argument*, or NoSuchMessage with the reason."""
@@ -94,15 +113,20 @@ class Maildrop:
         if not argument.isascii() or not argument.isdigit():
             raise NoSuchMessage(f"invalid message number {argument[:40]!r}")
         number = int(argument)
-        if not 1 <= number <= len(self._messages):
-            raise NoSuchMessage(f"no such message, only {len(self._messages)} in maildrop")
-        message = self._messages[number - 1]
-        if message.deleted:
+        if not 1 <= number <= len(self._uids):
+            raise NoSuchMessage(f"no such message, only {len(self._uids)} in maildrop")
+        index = number - 1
+        if self._state[index] & _DELETED:
             raise NoSuchMessage(f"message {number} already deleted")
-        if message.gone or self.mailbox.record(message.uid) is None:
-            message.gone = True
+        uid = self._uids[index]
+        if self._state[index] & _GONE or self.mailbox.record(uid) is None:
+            self._state[index] |= _GONE
             raise NoSuchMessage(f"message {number} was removed by another session")
-        return message
+        return ListedMessage(number, uid, self._sizes[index])
+
+    def mark_gone(self, message: ListedMessage) -> None:
+        """The store says *message* no longer exists (e.g. its file vanished)."""
+        self._state[message.number - 1] |= _GONE
 
     # --- changing the store --------------------------------------------------
 
@@ -118,28 +142,30 @@ class Maildrop:
         d = self.mailbox.store_flags([message.uid], frozenset({DELETED}), "add")
 
         def flagged(result: object) -> None:
-            message.deleted = True
+            self._state[message.number - 1] |= _DELETED
 
         return d.addCallback(flagged)
 
+    def _deleted_indexes(self) -> list[int]:
+        return [index for index, flag in enumerate(self._state) if flag & _DELETED]
+
     def reset(self) -> Deferred[None]:
         """RFC 1939 §5 RSET: clear the \\Deleted flags this session set."""
-        marked = [m for m in self._messages if m.deleted]
+        marked = self._deleted_indexes()
         if not marked:
             return succeed(None)
-        d = self.mailbox.store_flags(
-            [m.uid for m in marked if not m.gone], frozenset({DELETED}), "remove"
-        )
+        uids = [self._uids[i] for i in marked if not self._state[i] & _GONE]
+        d = self.mailbox.store_flags(uids, frozenset({DELETED}), "remove")
 
         def cleared(result: object) -> None:
-            for message in marked:
-                message.deleted = False
+            for index in marked:
+                self._state[index] &= ~_DELETED
 
         return d.addCallback(cleared)
 
     def commit(self) -> Deferred[tuple[int, ...]]:
         """RFC 1939 §6 UPDATE state: expunge this session's deletions that still exist."""
-        uids = [m.uid for m in self._messages if m.deleted and not m.gone]
+        uids = [self._uids[i] for i in self._deleted_indexes() if self._state[i] == _DELETED]
         if not uids:
             return succeed(())
         return self.mailbox.expunge(uids)
@@ -156,10 +182,10 @@ class Maildrop:
         # DESIGN.md rule 5: numbers stay taken; the message just drops out.
         if isinstance(event, MessagesExpunged):
             for uid in event.uids:
-                message = self._by_uid.get(uid)
-                if message is not None:
-                    message.gone = True
+                index = self._index_of.get(uid)
+                if index is not None:
+                    self._state[index] |= _GONE
         elif isinstance(event, MailboxReset):
             # New UIDVALIDITY: none of the listed UIDs names the same message.
-            for message in self._messages:
-                message.gone = True
+            for index in range(len(self._state)):
+                self._state[index] |= _GONE

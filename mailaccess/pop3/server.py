@@ -351,8 +351,10 @@ class POP3Server(Protocol):
 
     def _send_multiline(self, first: str, lines: list[str]) -> None:
         # RFC 1939 §3: byte-stuff any line beginning with ".", end with ".".
-        body = "".join(("." + line if line.startswith(".") else line) + "\r\n" for line in lines)
-        self.transport.write(f"{first}\r\n{body}.\r\n".encode())
+        if any(line.startswith(".") for line in lines):
+            lines = ["." + line if line.startswith(".") else line for line in lines]
+        text = "\r\n".join([first, *lines, ".\r\n"])
+        self.transport.write(text.encode())
 
     # --- policy -----------------------------------------------------------------------
 
@@ -634,12 +636,8 @@ class POP3Server(Protocol):
             if message is not None:
                 self._send(f"+OK {message.number} {message.size}")
             return None
-        present = self._drop.present()
-        octets = sum(m.size for m in present)
-        self._send_multiline(
-            f"+OK {len(present)} messages ({octets} octets)",
-            [f"{m.number} {m.size}" for m in present],
-        )
+        count, octets = self._drop.stat()
+        self._send_multiline(f"+OK {count} messages ({octets} octets)", self._drop.scan_listing())
         return None
 
     def do_UIDL(self, argument: str) -> Outcome:
@@ -650,10 +648,7 @@ class POP3Server(Protocol):
             if message is not None:
                 self._send(f"+OK {message.number} {drop.unique_id(message)}")
             return None
-        self._send_multiline(
-            "+OK unique-id listing follows",
-            [f"{m.number} {drop.unique_id(m)}" for m in drop.present()],
-        )
+        self._send_multiline("+OK unique-id listing follows", drop.unique_id_listing())
         return None
 
     def do_RETR(self, argument: str) -> Outcome:
@@ -682,7 +677,7 @@ class POP3Server(Protocol):
         try:
             source = drop.mailbox.open_message(message.uid)
         except MessageGone:
-            message.gone = True
+            drop.mark_gone(message)
             self._send(f"-ERR message {message.number} was removed by another session")
             return None
         except (StoreError, OSError) as error:

@@ -46,7 +46,10 @@ def test_hex_is_lower_case_and_zero_padded() -> None:
     ],
 )
 def test_dovecot_variables_and_modifiers(source: str, expected: str) -> None:
-    assert UIDLFormat.parse(source).unique_id(171, 1234567890, "1700000000.M1P2.host") == expected
+    fmt = UIDLFormat.parse(source)
+    assert fmt.unique_id(171, 1234567890, "1700000000.M1P2.host") == expected
+    # The per-mailbox fast path gives the same answer.
+    assert fmt.for_mailbox(1234567890)(171, "1700000000.M1P2.host") == expected
 
 
 @pytest.mark.parametrize(
