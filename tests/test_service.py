@@ -326,3 +326,56 @@ def test_sighup_reload_end_to_end_without_dropping_sessions(mail_server: MailSer
     session, serial = tls_serial(mail_server, port)
     assert serial == new_serial
     session.close()
+
+
+def free_privileged_port() -> int:
+    for port in range(700, 1000):
+        with socket.socket() as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            return port
+    pytest.skip("no free port below 1024")
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="binding a port below 1024 needs root")
+def test_privileged_port_bound_before_uid_drop(tmp_path: Path) -> None:
+    import time
+
+    port = free_privileged_port()
+    directory = tmp_path / "s"
+    listen = [f"--listen={p}=" for p in ("imap", "imaps", "pop3s", "lmtp")]
+    listen.append(f"--listen=pop3=tcp:{port}:interface=127.0.0.1")
+    assert cli_main(["init", str(directory), *listen]) == 0
+    log = directory / "twistd.log"
+    process = subprocess.Popen(
+        twistd_command(
+            "-n",
+            "--pidfile=",
+            f"--logfile={log}",
+            "--uid=nobody",
+            "--gid=nogroup",
+            "mailaccess",
+            f"--config={directory / 'mailaccess.toml'}",
+        ),
+        cwd=tmp_path,
+        env=subprocess_env(),
+    )
+    try:
+        deadline = time.monotonic() + 30
+        while "mailaccess ready" not in (log.read_text() if log.exists() else ""):
+            assert process.poll() is None, log.read_text()
+            assert time.monotonic() < deadline, log.read_text()
+            time.sleep(0.05)
+        if f"pop3 tcp:{port}" not in log.read_text():
+            pytest.skip("pop3 is not implemented yet")
+        status = Path(f"/proc/{process.pid}/status").read_text()
+        uid_line = next(line for line in status.splitlines() if line.startswith("Uid:"))
+        assert set(uid_line.split()[1:]) == {"65534"}  # nobody, for real and saved
+        with socket.create_connection(("127.0.0.1", port), timeout=5) as s:
+            assert s.recv(100).startswith(b"+OK")
+    finally:
+        process.terminate()
+        process.wait(15)
+    assert "Traceback" not in log.read_text()
