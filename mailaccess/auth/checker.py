@@ -32,6 +32,14 @@ VerifyFunction = Callable[[str, bytes], bool]
 
 log = Logger(namespace="mailaccess.auth")
 
+# An unknown user's password is checked against this (the hash of a random
+# string, Dovecot's ARGON2ID parameters) so that "no such user" costs about as
+# long as a wrong password and answer times do not reveal who exists.
+_DUMMY_STORED = (
+    "{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$ix2DI9QUz6E/Qup6vSxd6Q"
+    "$MW41m34aN6MQsoVimjn/ml6NYCe+FLkWQqM1CUulg7Y"
+)
+
 
 class BackendUnavailable(Exception):
     """The users file cannot be read now: a temporary failure, not bad credentials."""
@@ -97,12 +105,13 @@ class PasswdFileChecker:
                 raise BackendUnavailable(str(e)) from e
             key = (st.st_mtime_ns, st.st_size, st.st_ino)
             if self._snapshot is None or self._snapshot.key != key:
+                warnings: list[str] = []
                 try:
-                    entries, problems = read_users(self.path)
+                    entries, problems = read_users(self.path, warnings=warnings)
                 except OSError as e:
                     log.error("users file {path} cannot be read: {error}", path=self.path, error=e)
                     raise BackendUnavailable(str(e)) from e
-                for problem in problems:
+                for problem in problems + warnings:
                     log.warn("{problem}", problem=problem)
                 log.info("read {count} users from {path}", count=len(entries), path=self.path)
                 self._snapshot = _Snapshot(key, {entry.user: entry for entry in entries})
@@ -130,6 +139,9 @@ class PasswdFileChecker:
         return entry
 
     def _check_password(self, username: str, password: bytes) -> str:
+        if self.lookup(username) is None:
+            self._verify(_DUMMY_STORED, password)
+            raise UnauthorizedLogin("no such user")
         entry = self._usable(username)
         if not entry.password:
             raise UnauthorizedLogin("user has no password")

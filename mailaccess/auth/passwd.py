@@ -129,13 +129,14 @@ class _Row:
     duplicate_of: str | None = None  # a later line of this user, ignored
 
 
-def _classify(data: bytes, label: str) -> tuple[list[_Row], list[str]]:
-    """Each raw line with what it is, and the problems found.
+def _classify(data: bytes, label: str) -> tuple[list[_Row], list[str], list[str]]:
+    """Each raw line with what it is, the problems and the warnings found.
 
     A user's second and later lines count as bad lines: Dovecot uses the first.
     """
     rows: list[_Row] = []
     problems: list[str] = []
+    warnings: list[str] = []
     first_line: dict[str, int] = {}
     for number, (line, raw) in enumerate(_split_lines(data), start=1):
         try:
@@ -163,21 +164,28 @@ def _classify(data: bytes, label: str) -> tuple[list[_Row], list[str]]:
         first_line[entry.user] = number
         why = check_stored(entry.password) if entry.password else "has no password"
         if why is not None:
-            # Kept (an edit must not lose it) but reported: this user cannot log in.
-            problems.append(f"{label}:{number}: user {entry.user!r} cannot log in: {why}")
+            # A valid line (Dovecot may use it as a userdb-only entry, or know a
+            # scheme we do not): kept, with a warning that this user cannot log in.
+            warnings.append(f"{label}:{number}: user {entry.user!r} cannot log in: {why}")
         rows.append(_Row(raw, entry))
-    return rows, problems
+    return rows, problems, warnings
 
 
-def read_users(path: str | os.PathLike[str]) -> tuple[list[UserEntry], list[str]]:
+def read_users(
+    path: str | os.PathLike[str], *, warnings: list[str] | None = None
+) -> tuple[list[UserEntry], list[str]]:
     """The users of a passwd-file, and its problems as ``file:line: what`` texts.
 
-    Malformed lines are skipped and reported, never raised.  Users whose
-    password can never verify (unknown scheme, empty) are kept and reported.
-    A missing or unreadable file raises OSError: that is not a line's problem.
+    Problems are malformed lines: skipped and reported, never raised (and kept
+    byte for byte by ``write_users``).  Valid lines whose user can never log
+    in here (a scheme we do not know, no password) are returned as entries;
+    pass a *warnings* list to hear about them, in the same form.  A missing or
+    unreadable file raises OSError: that is not a line's problem.
     """
     data = Path(path).read_bytes()
-    rows, problems = _classify(data, os.fspath(path))
+    rows, problems, found = _classify(data, os.fspath(path))
+    if warnings is not None:
+        warnings.extend(found)
     return [row.entry for row in rows if row.entry is not None], problems
 
 
@@ -212,7 +220,7 @@ def render_users(old: bytes, entries: Sequence[UserEntry]) -> bytes:
         if entry.user in wanted:
             raise ValueError(f"user {entry.user!r} is given twice")
         wanted[entry.user] = entry
-    rows, _ = _classify(old, "users file")
+    rows, _, _ = _classify(old, "users file")
     touched = {
         row.entry.user
         for row in rows

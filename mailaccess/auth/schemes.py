@@ -49,6 +49,9 @@ ARGON2_TIME_COST = 3
 BCRYPT_COST = 12
 # bcrypt (crypt_blowfish) only ever reads the first 72 octets of a password.
 _BCRYPT_MAX = 72
+# SHA-crypt's work grows with the password's length (every round hashes it):
+# a megabyte "password" would hold a thread for minutes.  No real one is longer.
+MAX_PASSWORD_OCTETS = 1024
 
 _PREFIX = re.compile(r"^\{([A-Za-z0-9._-]+)\}")
 # libpam-pwdfile's "hash[13]" (DES crypt) / "hash[34]" (MD5 crypt), and
@@ -140,7 +143,7 @@ def verify_password(stored: str, password: str | bytes) -> bool:
         raise SchemeError(f"unsupported password scheme {{{scheme}}}")
     # No real password holds a NUL (RFC 4616 §2 forbids it), and crypt(3) would
     # stop reading at one: refuse rather than compare a truncated secret.
-    if b"\0" in secret:
+    if b"\0" in secret or len(secret) > MAX_PASSWORD_OCTETS:
         return False
     if _is_plain(scheme):
         return hmac.compare_digest(_decode_plain(scheme, value), secret)
@@ -202,6 +205,8 @@ def hash_password(
     secret = password.encode("utf-8")
     if b"\0" in secret:
         raise SchemeError("a password cannot contain a NUL character")
+    if len(secret) > MAX_PASSWORD_OCTETS:
+        raise SchemeError(f"a password cannot be longer than {MAX_PASSWORD_OCTETS} octets")
     if name == "ARGON2ID":
         hasher = argon2.PasswordHasher(
             time_cost=rounds if rounds is not None else ARGON2_TIME_COST,

@@ -13,6 +13,7 @@ tests drive it with ``twisted.internet.task.Clock``.
 
 from __future__ import annotations
 
+import ipaddress
 from typing import Protocol
 
 import attrs
@@ -104,7 +105,7 @@ class LoginThrottle:
     def failure(self, user: str, peer: str) -> float:
         """Record a failed login of *user* from *peer*; return the delay it costs."""
         by_user = self._users.add_failure(_user_key(user))
-        by_peer = self._peers.add_failure(peer)
+        by_peer = self._peers.add_failure(peer_key(peer))
         return self.delay_after(max(by_user, by_peer))
 
     def success(self, user: str) -> None:
@@ -117,10 +118,30 @@ class LoginThrottle:
 
     def peer_failures(self, peer: str) -> int:
         """Recent consecutive failures counted against *peer*."""
-        return self._peers.count(peer)
+        return self._peers.count(peer_key(peer))
 
 
 def _user_key(user: str) -> str:
     # "Alice" and "alice" reach the same account (checker's %Lu fallback):
     # they must share one count, or case variants would dodge the delay.
-    return user.lower()
+    # Cut: a client may send kilobytes of "user name" and the table holds
+    # many keys; no real address is longer than 254 octets (RFC 5321 §4.5.3.1).
+    return user.lower()[:256]
+
+
+def peer_key(peer: str) -> str:
+    """The unit a peer address is counted by.
+
+    An IPv4 address is itself (also when it arrives IPv4-mapped, ``::ffff:a.b.c.d``);
+    an IPv6 address counts by its /64, the block one site normally holds, so
+    hopping between addresses of one network does not reset the count.
+    """
+    try:
+        address = ipaddress.ip_address(peer.split("%", 1)[0])
+    except ValueError:
+        return peer[:256]  # not an IP address (a UNIX socket): as it is
+    if isinstance(address, ipaddress.IPv6Address):
+        if address.ipv4_mapped is not None:
+            return str(address.ipv4_mapped)
+        return str(ipaddress.IPv6Network((address, 64), strict=False))
+    return str(address)

@@ -124,9 +124,9 @@ def test_file_is_read_in_the_worker_thread(
 ) -> None:
     readers: list[threading.Thread] = []
 
-    def counting_read(path: Path) -> Any:
+    def counting_read(path: Path, **kwargs: Any) -> Any:
         readers.append(threading.current_thread())
-        return read_users(path)
+        return read_users(path, **kwargs)
 
     monkeypatch.setattr(checker_module, "read_users", counting_read)
     checker = PasswdFileChecker(users_file, defer_to_thread=runner)
@@ -211,3 +211,27 @@ def test_parallel_hashing_is_bounded(users_file: Path, runner: ThreadedRunner) -
     release.set()
     assert [wait(d, runner) for d in ds] == ["alice"] * 4
     assert peak[0] == 2
+
+
+def test_unknown_user_costs_a_hash_too(users_file: Path, runner: ThreadedRunner) -> None:
+    # So answer times do not tell which user names exist.
+    checked: list[str] = []
+
+    def verify(stored: str, password: bytes) -> bool:
+        checked.append(stored)
+        return verify_password(stored, password)
+
+    checker = PasswdFileChecker(users_file, defer_to_thread=runner, verify=verify)
+    with pytest.raises(UnauthorizedLogin):
+        check(checker, runner, UsernamePassword(b"nobody", b"secret"))
+    [stored] = checked
+    assert stored.startswith("{ARGON2ID}$argon2id$v=19$m=65536,t=3,p=1$")
+
+
+def test_oversized_password_is_refused_quickly(users_file: Path, runner: ThreadedRunner) -> None:
+    # 5000 SHA-512 rounds over a megabyte would hold a thread for minutes.
+    checker = PasswdFileChecker(users_file, defer_to_thread=runner)
+    started = time.monotonic()
+    with pytest.raises(UnauthorizedLogin):
+        check(checker, runner, UsernamePassword(b"alice", b"x" * 1_000_000))
+    assert time.monotonic() - started < 5

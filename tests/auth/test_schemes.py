@@ -184,3 +184,11 @@ def test_our_hashes_verify_in_dovecot(scheme: str) -> None:
         [DOVEADM, "pw", "-t", stored, "-p", "wrong"], capture_output=True, text=True, timeout=60
     )
     assert bad.returncode != 0
+
+
+def test_password_length_is_bounded() -> None:
+    stored = hash_password("x" * 1024, "SHA512-CRYPT")
+    assert verify_password(stored, "x" * 1024)
+    assert not verify_password(stored, "x" * 1025)
+    with pytest.raises(SchemeError, match="longer than 1024"):
+        hash_password("x" * 1025)

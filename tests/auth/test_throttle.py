@@ -5,7 +5,7 @@ from __future__ import annotations
 import pytest
 from twisted.internet.task import Clock
 
-from mailaccess.auth.throttle import FailureCounter, LoginThrottle
+from mailaccess.auth.throttle import FailureCounter, LoginThrottle, peer_key
 
 
 @pytest.fixture
@@ -88,3 +88,30 @@ def test_table_is_bounded_oldest_first(clock: Clock) -> None:
     assert len(counter) == 3
     assert counter.count("b") == 0  # the least recently failed went
     assert counter.count("a") == 2
+
+
+@pytest.mark.parametrize(
+    ("peer", "key"),
+    [
+        ("192.0.2.1", "192.0.2.1"),
+        ("::ffff:192.0.2.1", "192.0.2.1"),  # IPv4-mapped on a dual-stack socket
+        ("2001:db8:1:2:aaaa::1", "2001:db8:1:2::/64"),
+        ("2001:db8:1:2:ffff:ffff:ffff:ffff", "2001:db8:1:2::/64"),
+        ("fe80::1%eth0", "fe80::/64"),
+        ("/run/mailaccess.sock", "/run/mailaccess.sock"),
+    ],
+)
+def test_peer_key(peer: str, key: str) -> None:
+    assert peer_key(peer) == key
+
+
+def test_ipv6_peer_hopping_within_a_64_shares_a_count(throttle: LoginThrottle) -> None:
+    delays = [throttle.failure(f"user{i}", f"2001:db8:5:6::{i + 1:x}") for i in range(3)]
+    assert delays == [2.0, 4.0, 8.0]
+    assert throttle.failure("x", "::ffff:192.0.2.5") == 2.0
+    assert throttle.failure("y", "192.0.2.5") == 4.0
+
+
+def test_giant_user_names_are_cut_for_the_table(throttle: LoginThrottle) -> None:
+    throttle.failure("a" * 10_000, "192.0.2.1")
+    assert throttle.user_failures("A" * 256 + "different tail") == 1
