@@ -18,6 +18,7 @@ import bisect
 import contextlib
 import os
 import shutil
+import threading
 import time
 from collections.abc import Callable, Iterable, Sequence, Set
 from operator import attrgetter
@@ -165,6 +166,8 @@ class Mailbox(IMailbox):
         #: True once inotify watches this folder; without it, protocol layers
         #: call rescan() on NOOP/IDLE/SELECT (issue 3, item 4).
         self.watched = False
+        self._expected_lock = threading.Lock()
+        self._expected: dict[tuple[str, str], int] = {}
         self._cache: Any = None  # mailaccess.store.cache.MetadataCache once open
 
     # --- opening ------------------------------------------------------------
@@ -390,6 +393,7 @@ class Mailbox(IMailbox):
                     old_name = self._filename(record)
                     new_name = self._canonical_name(record.base, new, self._odd_extra(record))
                     try:
+                        self._expect("cur", old_name, new_name)
                         os.rename(self._cur / old_name, self._cur / new_name)
                     except FileNotFoundError:
                         # Gone or renamed by another program: the rescan
@@ -432,12 +436,15 @@ class Mailbox(IMailbox):
                 if record is None:
                     continue
                 try:
-                    os.unlink(self._cur / self._filename(record))
+                    name = self._filename(record)
+                    self._expect("cur", name)
+                    os.unlink(self._cur / name)
                 except FileNotFoundError:
-                    name = self._find_file(record.base)
-                    if name is not None:
+                    found = self._find_file(record.base)
+                    if found is not None:
                         try:
-                            os.unlink(self._cur / name)
+                            self._expect("cur", found)
+                            os.unlink(self._cur / found)
                         except FileNotFoundError:
                             pass
                         except OSError as exc:
@@ -540,6 +547,31 @@ class Mailbox(IMailbox):
         d.addCallback(lambda _: None)
         return d
 
+    def notice_change(self, subdir: str, filename: str, delay: float = 0.0) -> None:
+        """inotify saw *filename* change in cur/ or new/: rescan unless it was us.
+
+        Our own link, rename and unlink calls announce themselves first
+        (``_expect``), so they cost no rescan of a big directory.
+        """
+        key = (subdir, filename)
+        with self._expected_lock:
+            count = self._expected.get(key, 0)
+            if count:
+                if count == 1:
+                    del self._expected[key]
+                else:
+                    self._expected[key] = count - 1
+                return
+        self.schedule_rescan(delay)
+
+    def _expect(self, subdir: str, *names: str) -> None:
+        """Note that we are about to change *names* (worker thread, lock held)."""
+        if not self.watched:
+            return  # no inotify: nothing will come back to match
+        with self._expected_lock:
+            for name in names:
+                self._expected[(subdir, name)] = self._expected.get((subdir, name), 0) + 1
+
     def schedule_rescan(self, delay: float = 0.0) -> None:
         """Rescan soon; many notifications within *delay* become one rescan."""
         if self._rescan_call is not None and self._rescan_call.active():
@@ -584,6 +616,7 @@ class Mailbox(IMailbox):
                     names = []
                     for item in items:
                         name = self._canonical_name(item.base, item.flags, "")
+                        self._expect("cur", name)
                         os.link(item.tmp_path, self._cur / name)
                         created.append(self._cur / name)
                         names.append(name)
@@ -737,6 +770,10 @@ class Mailbox(IMailbox):
 
     def _list_files(self, skip: Set[str]) -> dict[str, tuple[str, bool]]:
         """base -> (name in cur/, came from new/); new/ files are moved to cur/."""
+        with self._expected_lock:
+            # A listing sees everything; an expectation whose event never
+            # came (a failed rename) must not hide a later change of that name.
+            self._expected.clear()
         on_disk: dict[str, tuple[str, bool]] = {}
         with os.scandir(self._cur) as it:
             for entry in it:
@@ -751,6 +788,8 @@ class Mailbox(IMailbox):
                 continue
             target = base + INFO_SEPARATOR
             try:
+                self._expect("new", name)
+                self._expect("cur", target)
                 os.rename(self._new / name, self._cur / target)
             except FileNotFoundError:
                 continue

@@ -4,13 +4,16 @@ An MTA delivering into ``new/``, mutt renaming a file in ``cur/`` to change
 its flags, Dovecot expunging: each shows up as an inotify event on the
 folder's ``new/`` or ``cur/``.  We do not interpret the event; it only
 schedules a ``Mailbox.rescan``, which compares the directory with the index
-and emits the change events.  Many events in a burst become one rescan.
+and emits the change events.  Many events in a burst become one rescan, and
+events of our own renames (which the mailbox announces before making them)
+cause none.
 Without inotify (not Linux), rescans happen on NOOP/IDLE/SELECT instead.
 """
 
 from __future__ import annotations
 
 import contextlib
+import os
 from typing import Any
 
 from twisted.python.filepath import FilePath
@@ -44,16 +47,23 @@ class MailboxWatch:
         self._mask = 0
         for name in _MASK_NAMES:
             self._mask |= getattr(inotify, name)
+        self._overflow = inotify.IN_Q_OVERFLOW
         self._watched: dict[str, Mailbox] = {}
 
     def watch(self, mailbox: Mailbox) -> None:
         """Rescan *mailbox* whenever its new/ or cur/ changes."""
 
-        def changed(_watch: Any, _path: FilePath[Any], _mask: int) -> None:
-            mailbox.schedule_rescan(BURST_DELAY)
-
         for sub in ("new", "cur"):
             path = mailbox.path / sub
+
+            def changed(_watch: Any, child: FilePath[Any], mask: int, sub: str = sub) -> None:
+                if mask & self._overflow:
+                    mailbox.schedule_rescan(BURST_DELAY)  # events lost: look at everything
+                else:
+                    # inotify hands us byte paths; our names are str.
+                    name = os.fsdecode(child.basename())
+                    mailbox.notice_change(sub, name, BURST_DELAY)
+
             self._notifier.watch(FilePath(str(path)), mask=self._mask, callbacks=[changed])
             self._watched[str(path)] = mailbox
         mailbox.watched = True
