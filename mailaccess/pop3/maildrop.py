@@ -16,10 +16,9 @@ The maildrop hears the mailbox's change events to learn of such expunges.
 
 from __future__ import annotations
 
-from typing import Any
-
 import attrs
 from twisted.internet.defer import Deferred, succeed
+from twisted.logger import Logger
 
 from mailaccess.pop3.uidl import UIDLFormat
 from mailaccess.store.interfaces import IMailbox
@@ -30,6 +29,8 @@ from mailaccess.store.model import (
     MailboxReset,
     MessagesExpunged,
 )
+
+log = Logger(namespace="mailaccess.pop3")
 
 
 class NoSuchMessage(Exception):
@@ -68,6 +69,8 @@ class Maildrop:
         self._state = bytearray(len(listed))
         self._index_of = {uid: index for index, uid in enumerate(self._uids)}
         self._unique_ids: list[str] | None = None
+        self._seen_waiting: list[int] = []  # RETR'd, \Seen not yet asked for
+        self._seen_in_flight = False
         self._closed = False
         mailbox.add_listener(self._on_change)
 
@@ -130,12 +133,33 @@ class Maildrop:
 
     # --- changing the store --------------------------------------------------
 
-    def mark_seen(self, message: ListedMessage) -> Deferred[Any]:
-        """DESIGN.md rule 3: RETR sets \\Seen at once (unless already set)."""
+    def mark_seen(self, message: ListedMessage) -> None:
+        """DESIGN.md rule 3: RETR sets \\Seen at once (unless already set).
+
+        A flag change is a rename and an fsync in the store.  While one is
+        under way, the RETRs that follow gather their UIDs and go as one
+        change when it is done: a client fetching 1,000 messages does not
+        wait on 1,000 fsyncs, and each \\Seen still lands as soon as it can.
+        """
         record = self.mailbox.record(message.uid)
         if record is None or SEEN in record.flags:
-            return succeed(None)
-        return self.mailbox.store_flags([message.uid], frozenset({SEEN}), "add")
+            return
+        self._seen_waiting.append(message.uid)
+        if not self._seen_in_flight:
+            self._store_seen()
+
+    def _store_seen(self) -> None:
+        uids, self._seen_waiting = self._seen_waiting, []
+        self._seen_in_flight = True
+        d = self.mailbox.store_flags(uids, frozenset({SEEN}), "add")
+
+        def done(result: object) -> None:
+            self._seen_in_flight = False
+            if self._seen_waiting:
+                self._store_seen()
+
+        d.addErrback(lambda f: log.failure("Setting \\Seen after RETR", f))
+        d.addCallback(done)
 
     def delete(self, message: ListedMessage) -> Deferred[None]:
         """RFC 1939 §5 DELE: set \\Deleted in the store now; expunge on QUIT."""

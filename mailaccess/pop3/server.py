@@ -686,9 +686,7 @@ class POP3Server(Protocol):
             return None
         self._send(first)
         if body_lines is None and self.context.config.pop3.retr_sets_seen:
-            drop.mark_seen(message).addErrback(
-                lambda f: log.failure("Setting \\Seen after RETR", f)
-            )
+            drop.mark_seen(message)
         producer = self._producer = MessageProducer(source, self.transport, body_lines)
         d = producer.start()
 

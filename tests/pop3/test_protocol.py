@@ -426,6 +426,15 @@ def test_retr_sets_seen_and_top_does_not_rfc1939_dovecot_rule3(session: Any, inb
     assert SEEN in inbox.flags_of(2)
 
 
+def test_seen_changes_queue_behind_one_in_flight_design_rule3(session: Any, inbox: Any) -> None:
+    inbox.hold()  # the first \\Seen change is slow (an fsync, say)
+    session.send(b"RETR 1\r\nRETR 2\r\n")
+    assert session.take().count(b"octets\r\n") == 2  # RETR did not wait for it
+    assert SEEN not in inbox.flags_of(2)  # asked for once the first is done
+    inbox.release()
+    assert SEEN in inbox.flags_of(1) and SEEN in inbox.flags_of(2)
+
+
 def test_retr_leaves_seen_alone_when_configured() -> None:
     context = make_context(retr_sets_seen=False)
     inbox = user_with_mail(context, MSG1)
