@@ -22,7 +22,7 @@ from twisted.cred.checkers import ICredentialsChecker
 from twisted.cred.error import UnauthorizedLogin
 from twisted.cred.portal import IRealm, Portal
 from twisted.internet import task, threads
-from twisted.internet.defer import Deferred
+from twisted.internet.defer import Deferred, DeferredLock
 from twisted.internet.interfaces import IReactorTime
 from twisted.logger import Logger
 from twisted.python.failure import Failure
@@ -34,7 +34,7 @@ from mailaccess.auth.checker import (
     username_text,
 )
 from mailaccess.auth.realm import IMailAccount, MailRealm
-from mailaccess.auth.throttle import LoginThrottle
+from mailaccess.auth.throttle import LoginThrottle, peer_key
 
 if TYPE_CHECKING:
     from mailaccess.config import Config
@@ -82,15 +82,36 @@ class LoginResult:
 
 
 class Authenticator:
-    """Logs users in through the Portal; delays failures with the throttle."""
+    """Logs users in through the Portal; delays failures with the throttle.
+
+    The attempts of one peer (one address, one IPv6 /64) are checked one at a
+    time, and a failure's delay ends before that peer's next attempt starts:
+    opening many connections does not buy a guesser more tries per second.
+    """
 
     def __init__(self, portal: Portal, throttle: LoginThrottle, clock: IReactorTime) -> None:
         self.portal = portal
         self.throttle = throttle
         self.clock = clock
+        # Only peers with an attempt in progress have a lock here.
+        self._peer_locks: dict[str, DeferredLock] = {}
 
     def login(self, credentials: Any, peer_host: str) -> Deferred[LoginResult]:
         """Check *credentials* from *peer_host*; fires LoginResult or fails LoginFailed."""
+        key = peer_key(peer_host)
+        lock = self._peer_locks.get(key)
+        if lock is None:
+            lock = self._peer_locks[key] = DeferredLock()
+
+        def forget_idle_lock(result: Any) -> Any:
+            if not lock.locked and not lock.waiting and self._peer_locks.get(key) is lock:
+                del self._peer_locks[key]
+            return result
+
+        d: Deferred[LoginResult] = lock.run(self._attempt, credentials, peer_host)
+        return d.addBoth(forget_idle_lock)
+
+    def _attempt(self, credentials: Any, peer_host: str) -> Deferred[LoginResult]:
         try:
             user = username_text(credentials.username)
         except (UnauthorizedLogin, AttributeError):

@@ -229,3 +229,43 @@ def test_with_the_real_store(
     assert first.account is second.account
     assert first.account.username == "alice"
     assert (tmp_path / "mail" / "alice").is_dir()
+
+
+def test_one_peers_attempts_are_checked_one_at_a_time(
+    auth: Authenticator, runner: ThreadedRunner, clock: Clock
+) -> None:
+    # Two connections from one peer guess at once: the second guess is not
+    # even checked until the first failure, delay included, is reported.
+    first, second = [], []
+    auth.login(UsernamePassword(b"alice", b"guess1"), PEER).addBoth(first.append)
+    auth.login(UsernamePassword(b"alice", b"guess2"), PEER).addBoth(second.append)
+    while not clock.getDelayedCalls():
+        runner.pump()
+    assert clock.getDelayedCalls()[0].getTime() == pytest.approx(2.0)
+    clock.advance(2.0)
+    assert isinstance(first[0].value, LoginFailed) and second == []
+    while len(clock.getDelayedCalls()) == 0:
+        runner.pump()
+    # The second failure costs the second step and starts only now.
+    assert clock.getDelayedCalls()[0].getTime() == pytest.approx(2.0 + 4.0)
+    clock.advance(4.0)
+    assert isinstance(second[0].value, LoginFailed)
+    assert auth._peer_locks == {}  # nothing kept for idle peers
+
+
+def test_other_peers_are_not_held_up(
+    auth: Authenticator, runner: ThreadedRunner, clock: Clock
+) -> None:
+    failed: list[Any] = []
+    auth.login(UsernamePassword(b"bob", b"guess"), "203.0.113.1").addBoth(failed.append)
+    while not clock.getDelayedCalls():
+        runner.pump()
+    # While that failure waits out its delay, another peer logs in at once.
+    outcome: list[Any] = []
+    auth.login(UsernamePassword(b"alice", b"secret"), PEER).addBoth(outcome.append)
+    while not outcome:
+        runner.pump()
+    assert isinstance(outcome[0], LoginResult)
+    assert failed == []
+    clock.advance(2.0)
+    assert isinstance(failed[0].value, LoginFailed)
