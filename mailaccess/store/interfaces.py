@@ -26,6 +26,9 @@ class IMailbox(Protocol):
     """One folder: its index in UID order, its mutations and its events."""
 
     name: str  # Unicode IMAP name, "INBOX" for the inbox
+    #: True while inotify watches the folder: other programs' changes then
+    #: arrive as events by themselves, and NOOP/IDLE need not call rescan().
+    watched: bool
 
     @property
     def uidvalidity(self) -> int: ...

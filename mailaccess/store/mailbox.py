@@ -74,6 +74,9 @@ log = Logger()
 
 #: A file in tmp/ older than this is debris of a crashed delivery (Dovecot's rule).
 TMP_STALE_AFTER = 36 * 3600
+#: dovecot-uidlist is rewritten on open once this many lines are dead (and
+#: they outnumber the living ones).
+COMPACT_AFTER = 1000
 _uid_of = attrgetter("uid")
 
 
@@ -714,6 +717,8 @@ class Mailbox(IMailbox):
             highest = self._records[-1].uid if (self._records and not full) else 0
             found, unlisted = _classify(on_disk, uidlist, highest)
             uidnext = max(uidlist.uidnext, result.uidnext)
+            if full and not unlisted and not uidlist.damaged:
+                self._compact(uidlist, found)
             if unlisted or uidlist.damaged:
                 new_entries = []
                 for base in sorted(unlisted):
@@ -815,6 +820,25 @@ class Mailbox(IMailbox):
             result.odd_names[record.uid] = None if canonical else name
             if flags != record.flags:
                 result.changed.append((record.uid, flags))
+
+    def _compact(self, uidlist: UidList, found: list[tuple[int, str, UidEntry | None]]) -> None:
+        """Drop the lines of long-expunged messages when they outnumber the living.
+
+        Expunge leaves lines behind (Dovecot is lazy the same way).  Only
+        lines below the highest UID seen on disk go: a line above it may
+        belong to a file another program created after our listing.
+        """
+        if not found:
+            return
+        highest_seen = max(uid for uid, _, _ in found)
+        alive = {base for _, base, _ in found}
+        dead = sum(1 for e in uidlist.entries if e.base not in alive and e.uid < highest_seen)
+        if dead <= max(COMPACT_AFTER, len(alive)):
+            return
+        uidlist.next_uid = uidlist.uidnext  # N must not fall back
+        uidlist.entries = [e for e in uidlist.entries if e.base in alive or e.uid > highest_seen]
+        uidlist_file.rewrite(self._uidlist_path, uidlist)
+        self._uidlist_stamp = FileStamp.of(self._uidlist_path)
 
     def _write_new_entries(self, uidlist: UidList, entries: list[UidEntry], uidnext: int) -> None:
         """Number *entries* from *uidnext* and write them (dotlock held)."""

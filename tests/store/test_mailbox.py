@@ -433,3 +433,19 @@ def test_message_info_of_a_file_renamed_behind_our_back(open_mailbox: Opener) ->
     record = result_of(box.append(MSG))
     os.rename(box.message_path(1), box.path / "cur" / f"{record.base}:2,S")
     assert result_of(box.message_info(1)).envelope.subject == b"hi"
+
+
+def test_uidlist_compacted_on_open_keeps_uidnext(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(mailbox_module, "COMPACT_AFTER", 3)
+    box = open_mailbox()
+    for _ in range(10):
+        result_of(box.append(MSG))
+    result_of(box.expunge(range(1, 10)))  # the highest, 10, stays
+    assert len((box.path / "dovecot-uidlist").read_text().splitlines()) == 11
+    box = open_mailbox()
+    lines = (box.path / "dovecot-uidlist").read_text().splitlines()
+    assert len(lines) == 2 and lines[1].startswith("10 :")
+    assert " N11 " in lines[0] + " "
+    assert box.uidnext == 11 and open_mailbox().uidnext == 11
