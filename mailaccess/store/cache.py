@@ -16,7 +16,9 @@ Maildir alone, so the cache is never trusted blindly:
   misses and dropped writes, logged — and never fails the store.
 
 Entries are MessageInfo trees as nested tuples in ``marshal`` format: compact,
-and decoded in C far faster than pickle or JSON; a bad blob is a miss.
+and decoded in C far faster than pickle or JSON; a bad blob is a miss.  The
+part tree is marshalled separately inside the entry, so reading a mailbox's
+envelopes does not unpack every tree.
 
 Thread-safety: one sqlite3 connection opened with ``check_same_thread=False``
 and every method serialised by a lock, so the store may call it from the
@@ -34,11 +36,10 @@ import sqlite3
 import threading
 from collections.abc import Iterable, Mapping
 from pathlib import Path
-from typing import Any
 
 from twisted.logger import Logger
 
-from mailaccess.store.mime import Envelope, MessageInfo, Part
+from mailaccess.store.mime import Envelope, MessageInfo, envelope_to_tuple
 
 __all__ = ["CACHE_FILENAME", "FORMAT_VERSION", "MetadataCache", "decode_info", "encode_info"]
 
@@ -47,7 +48,7 @@ CACHE_FILENAME = "mailaccess.cache"
 
 #: Bump whenever the serialised form of MessageInfo or the schema changes:
 #: caches of another version are thrown away and rebuilt.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2
 
 # sqlite's application_id: marks the file as ours ("MAcc").
 _APPLICATION_ID = 0x4D416363
@@ -62,91 +63,36 @@ _IN_LIST_MAX = 500
 # --- serialisation ----------------------------------------------------------------
 
 
-def _part_tuple(p: Part) -> tuple[Any, ...]:
-    return (
-        p.type,
-        p.subtype,
-        p.params,
-        p.id,
-        p.description,
-        p.encoding,
-        p.md5,
-        p.disposition,
-        p.language,
-        p.location,
-        p.header_start,
-        p.body_start,
-        p.body_end,
-        p.header_size,
-        p.size,
-        p.lines,
-        tuple(_part_tuple(c) for c in p.children),
-        None if p.envelope is None else _envelope_tuple(p.envelope),
-        None if p.message is None else _part_tuple(p.message),
-    )
-
-
-def _envelope_tuple(env: Envelope) -> tuple[Any, ...]:
-    return (
-        env.date,
-        env.subject,
-        env.from_,
-        env.sender,
-        env.reply_to,
-        env.to,
-        env.cc,
-        env.bcc,
-        env.in_reply_to,
-        env.message_id,
-    )
-
-
-def _part(t: tuple[Any, ...]) -> Part:
-    env, message = t[17], t[18]
-    return Part(
-        type=t[0],
-        subtype=t[1],
-        params=t[2],
-        id=t[3],
-        description=t[4],
-        encoding=t[5],
-        md5=t[6],
-        disposition=t[7],
-        language=t[8],
-        location=t[9],
-        header_start=t[10],
-        body_start=t[11],
-        body_end=t[12],
-        header_size=t[13],
-        size=t[14],
-        lines=t[15],
-        children=tuple(_part(c) for c in t[16]),
-        envelope=None if env is None else Envelope(*env),
-        message=None if message is None else _part(message),
-    )
-
-
 def encode_info(info: MessageInfo) -> bytes:
     """The compact serialised form of *info* stored in the cache."""
     return marshal.dumps(
         (
-            _envelope_tuple(info.envelope),
-            _part_tuple(info.body),
+            envelope_to_tuple(info.envelope),
+            info.body_bytes(),
             info.size,
             info.vsize,
             info.date,
             info.date_offset,
+            info.header_size,
         )
     )
 
 
 def decode_info(blob: bytes) -> MessageInfo:
-    """Inverse of encode_info; raises ValueError on anything malformed."""
+    """Inverse of encode_info; raises ValueError on anything malformed.
+
+    The part tree is a marshal blob inside the blob, unpacked and built only
+    when a caller first reads ``body``: ENVELOPE alone never pays for it.
+    """
     try:
-        env, body, size, vsize, date, offset = marshal.loads(blob)
+        env, body, size, vsize, date, offset, header_size = marshal.loads(blob)
+        if not (isinstance(body, bytes) and isinstance(header_size, int)):
+            raise ValueError("bad body")
         return MessageInfo(
             envelope=Envelope(*env),
-            body=_part(body),
+            body=None,
+            body_tuple=body,
+            header_size=header_size,
             size=size,
             vsize=vsize,
             date=date,

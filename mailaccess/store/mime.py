@@ -35,10 +35,11 @@ from __future__ import annotations
 import base64
 import binascii
 import codecs
+import marshal
 import quopri
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO
+from typing import IO, Any
 
 import attrs
 
@@ -157,7 +158,6 @@ class Part:
         return self.message is not None
 
 
-@attrs.frozen(slots=True)
 class MessageInfo:
     """Everything FETCH and SEARCH need of one message without reading it again.
 
@@ -166,19 +166,156 @@ class MessageInfo:
     ``date`` is the Date: header as a UTC timestamp and ``date_offset`` its
     zone in seconds east of UTC (SEARCH SENTON etc. compare the date in the
     sender's zone, RFC 3501 §6.4.4); both None when missing or unparseable.
+
+    ``body`` (the tree of parts) may be held in its tuple form, or that tuple
+    marshalled to bytes, and built on first access: serving ENVELOPE for a
+    whole mailbox from the cache then never pays for the trees.  Treat it as
+    immutable.
     """
 
-    envelope: Envelope
-    body: Part
-    size: int
-    vsize: int
-    date: float | None = None
-    date_offset: int | None = None
+    __slots__ = (
+        "_body",
+        "_body_tuple",
+        "date",
+        "date_offset",
+        "envelope",
+        "header_size",
+        "size",
+        "vsize",
+    )
+
+    def __init__(
+        self,
+        envelope: Envelope,
+        body: Part | None,
+        size: int,
+        vsize: int,
+        date: float | None = None,
+        date_offset: int | None = None,
+        *,
+        header_size: int | None = None,
+        body_tuple: tuple[Any, ...] | bytes | None = None,
+    ) -> None:
+        if body is None and (body_tuple is None or header_size is None):
+            raise TypeError("MessageInfo needs a body, or a body_tuple and header_size")
+        self.envelope = envelope
+        self._body = body
+        self._body_tuple = body_tuple
+        self.size = size
+        self.vsize = vsize
+        self.date = date
+        self.date_offset = date_offset
+        self.header_size = body.header_size if body is not None else header_size
 
     @property
-    def header_size(self) -> int:
-        """CRLF octets of the message header, blank line included."""
-        return self.body.header_size
+    def body(self) -> Part:
+        """The top-level part: BODY/BODYSTRUCTURE and every section's offsets."""
+        if self._body is None:
+            lazy = self._body_tuple
+            assert lazy is not None
+            if isinstance(lazy, bytes):
+                lazy = marshal.loads(lazy)
+            self._body = part_from_tuple(lazy)
+            self._body_tuple = None
+        return self._body
+
+    def body_bytes(self) -> bytes:
+        """The body tuple (see ``part_to_tuple``) marshalled, for the cache."""
+        lazy = self._body_tuple
+        if isinstance(lazy, bytes):
+            return lazy
+        return marshal.dumps(lazy if lazy is not None else part_to_tuple(self.body))
+
+    def __eq__(self, other: object) -> bool:
+        if not isinstance(other, MessageInfo):
+            return NotImplemented
+        return (
+            self.envelope == other.envelope
+            and self.size == other.size
+            and self.vsize == other.vsize
+            and self.date == other.date
+            and self.date_offset == other.date_offset
+            and self.header_size == other.header_size
+            and self.body == other.body
+        )
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return (
+            f"MessageInfo(envelope={self.envelope!r}, body={self.body!r}, size={self.size}, "
+            f"vsize={self.vsize}, date={self.date!r}, date_offset={self.date_offset!r})"
+        )
+
+
+# --- tuple form (for the cache) --------------------------------------------------
+
+
+def envelope_to_tuple(env: Envelope) -> tuple[Any, ...]:
+    """The envelope as a plain tuple (marshal-able)."""
+    return (
+        env.date,
+        env.subject,
+        env.from_,
+        env.sender,
+        env.reply_to,
+        env.to,
+        env.cc,
+        env.bcc,
+        env.in_reply_to,
+        env.message_id,
+    )
+
+
+def part_to_tuple(p: Part) -> tuple[Any, ...]:
+    """A part tree as nested plain tuples (marshal-able); see part_from_tuple."""
+    return (
+        p.type,
+        p.subtype,
+        p.params,
+        p.id,
+        p.description,
+        p.encoding,
+        p.md5,
+        p.disposition,
+        p.language,
+        p.location,
+        p.header_start,
+        p.body_start,
+        p.body_end,
+        p.header_size,
+        p.size,
+        p.lines,
+        tuple(part_to_tuple(c) for c in p.children),
+        None if p.envelope is None else envelope_to_tuple(p.envelope),
+        None if p.message is None else part_to_tuple(p.message),
+    )
+
+
+def part_from_tuple(t: tuple[Any, ...]) -> Part:
+    """Inverse of part_to_tuple."""
+    env, message = t[17], t[18]
+    return Part(
+        type=t[0],
+        subtype=t[1],
+        params=t[2],
+        id=t[3],
+        description=t[4],
+        encoding=t[5],
+        md5=t[6],
+        disposition=t[7],
+        language=t[8],
+        location=t[9],
+        header_start=t[10],
+        body_start=t[11],
+        body_end=t[12],
+        header_size=t[13],
+        size=t[14],
+        lines=t[15],
+        children=tuple(part_from_tuple(c) for c in t[16]),
+        envelope=None if env is None else Envelope(*env),
+        message=None if message is None else part_from_tuple(message),
+    )
 
 
 @attrs.frozen(slots=True)
@@ -320,6 +457,10 @@ class _Parser:
         self.size = len(data)
         self.has_cr = b"\r" in data
         self.eaten = -1  # a boundary line whose preceding break a header took
+        # The last search for a line starting with "--": from where, and the
+        # answer.  A leaf's header search and its body's boundary search ask
+        # the same question; remembering it halves the scanning of big parts.
+        self.dash_from = self.dash_at = -1
 
     def vsize(self, start: int, end: int) -> tuple[int, int]:
         """(CRLF size, LF count) of ``[start, end)``."""
@@ -331,6 +472,14 @@ class _Parser:
         if self.has_cr:
             size -= data.count(b"\r\n", start, end)
         return size, lf
+
+    def find_dash(self, pos: int) -> int:
+        """Where the first "\n--" at or after *pos* is, or -1."""
+        if 0 <= self.dash_from <= pos and (pos <= self.dash_at or self.dash_at < 0):
+            return self.dash_at
+        at = self.data.find(b"\n--", pos)
+        self.dash_from, self.dash_at = pos, at
+        return at
 
     def line_end(self, pos: int) -> int:
         nl = self.data.find(b"\n", pos)
@@ -351,18 +500,16 @@ class _Parser:
         closing = data.startswith(b"--", after)
         return (pos, best, self.line_end(after), closing)
 
-    def next_boundary(self, pos: int, bounds: Sequence[bytes], stop: int = -1) -> _Hit | None:
-        """The first boundary line at or after line start *pos* (before *stop*)."""
+    def next_boundary(self, pos: int, bounds: Sequence[bytes]) -> _Hit | None:
+        """The first boundary line at or after line start *pos*."""
         if not bounds:
             return None
-        data = self.data
-        limit = self.size if stop < 0 else stop
-        if pos < limit and data.startswith(b"--", pos):
+        if self.data.startswith(b"--", pos):
             hit = self.match(pos, bounds)
             if hit is not None:
                 return hit
         while True:
-            i = data.find(b"\n--", pos, limit)
+            i = self.find_dash(pos)
             if i < 0:
                 return None
             hit = self.match(i + 1, bounds)
@@ -395,8 +542,13 @@ class _Parser:
         depth: int,
         digest: bool,
         top: bool,
-    ) -> tuple[Part, _Hit | None]:
-        """Parse the entity at *start*; returns it and the boundary that ended it."""
+    ) -> tuple[Part, _Hit | None, int, int]:
+        """Parse the entity at *start*.
+
+        Returns the part, the boundary line that ended it, and the CRLF size
+        and LF count of its whole span ``[header_start, body_end)``, so that
+        enclosing parts add them up instead of counting the octets again.
+        """
         data = self.data
         # RFC 5322 §2.1: the header ends at the first empty line.  The search
         # goes from one line starting with "--" to the next, so that a
@@ -416,7 +568,7 @@ class _Parser:
         else:
             pos = start
             while True:
-                dash = data.find(b"\n--", pos)
+                dash = self.find_dash(pos)
                 limit = self.size if dash < 0 else dash + 1
                 m = _HEADER_END_RE.search(data, pos, limit)
                 if m is not None:
@@ -513,15 +665,21 @@ class _Parser:
         envelope: Envelope | None = None
         if hit is not None:
             body_end = body_start
+            size = lines = 0
         elif ltype == b"multipart" and depth < MAX_DEPTH:
             boundary = param(params, b"boundary")
             inner = [*bounds, b"--" + boundary] if boundary else bounds
             mine = len(bounds) if boundary else -1
             kids: list[Part] = []
+            spans_size = spans_lf = 0
             hit = self.next_boundary(body_start, inner)
             while hit is not None and hit[1] == mine and not hit[3]:
-                child, hit = self.entity(hit[2], inner, depth + 1, lsub == b"digest", False)
+                child, hit, span_size, span_lf = self.entity(
+                    hit[2], inner, depth + 1, lsub == b"digest", False
+                )
                 kids.append(child)
+                spans_size += span_size
+                spans_lf += span_lf
             floor = body_start
             if hit is not None and hit[1] == mine:
                 # Closing delimiter: the epilogue runs to an outer boundary.
@@ -533,16 +691,34 @@ class _Parser:
             if not kids:
                 kids.append(self.empty_part(body_end))
             children = tuple(kids)
+            # The body is the children's spans plus the gaps between them
+            # (preamble, boundary lines, epilogue); only the gaps are counted.
+            size, lines = spans_size, spans_lf
+            prev = body_start
+            for kid in kids:
+                gap_size, gap_lf = self.vsize(prev, kid.header_start)
+                size += gap_size
+                lines += gap_lf
+                prev = kid.body_end
+            gap_size, gap_lf = self.vsize(prev, body_end)
+            size += gap_size
+            lines += gap_lf
         elif ltype == b"message" and lsub == b"rfc822" and depth < MAX_DEPTH:
-            message, hit = self.entity(body_start, bounds, depth + 1, False, True)
+            message, hit, span_size, span_lf = self.entity(
+                body_start, bounds, depth + 1, False, True
+            )
             envelope = self.last_envelope
             body_end = self.end_before(hit, body_start)
+            if message.body_end == body_end:
+                size, lines = span_size, span_lf
+            else:
+                size, lines = self.vsize(body_start, body_end)
         else:
             hit = self.next_boundary(body_start, bounds)
             body_end = self.end_before(hit, body_start)
+            size, lines = self.vsize(body_start, body_end)
 
-        header_size, _ = self.vsize(start, body_start)
-        size, lines = self.vsize(body_start, body_end)
+        header_size, header_lf = self.vsize(start, body_start)
         if top:
             self.last_envelope = _make_envelope(env_addrs, env_strings)
         part = Part(
@@ -566,7 +742,7 @@ class _Parser:
             envelope=envelope,
             message=message,
         )
-        return part, hit
+        return part, hit, header_size + size, header_lf + lines
 
     last_envelope: Envelope = Envelope()
 
@@ -619,19 +795,20 @@ def parse_message(data: bytes) -> MessageInfo:
     """
     parser = _Parser(data)
     try:
-        body, _ = parser.entity(0, [], 0, False, True)
+        body, _, vsize, _ = parser.entity(0, [], 0, False, True)
         envelope = parser.last_envelope
     except Exception:  # the store must never fail on a message's content
         envelope = Envelope()
         body = parser.empty_part(0)
         size, lines = parser.vsize(0, len(data))
         body = attrs.evolve(body, body_end=len(data), size=size, lines=lines)
+        vsize = size
     sent = parse_date(envelope.date)
     return MessageInfo(
         envelope=envelope,
         body=body,
         size=len(data),
-        vsize=parser.vsize(0, len(data))[0],
+        vsize=vsize,
         date=sent[0] if sent else None,
         date_offset=sent[1] if sent else None,
     )

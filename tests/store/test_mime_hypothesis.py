@@ -90,5 +90,9 @@ def test_partial_equals_slice_of_crlf_view(
 ) -> None:
     view = to_crlf(raw)
     want = view[offset:] if length is None else view[offset : offset + length]
-    got = b"".join(iter_crlf_partial(io.BytesIO(raw), 0, len(raw), offset, length, chunk))
+    got = b"".join(
+        iter_crlf_partial(io.BytesIO(raw), 0, len(raw), offset, length, chunk, replace_nul=False)
+    )
     assert got == want
+    sent = b"".join(iter_crlf_partial(io.BytesIO(raw), 0, len(raw), offset, length, chunk))
+    assert sent == want.replace(b"\0", b"\x80")  # RFC 3501 §4.3: no NUL in a literal
