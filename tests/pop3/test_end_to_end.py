@@ -164,3 +164,25 @@ def test_fetchmail_stls_keep_uidl_second_run_fetches_nothing(server: Any, tmp_pa
     second = run_client(argv, tmp_path)
     assert second.returncode == 1, (second.stdout + second.stderr).decode()  # 1: no new mail
     assert out.read_bytes().count(b"Subject: ") == 2
+
+
+def test_plaintext_refused_before_tls_when_configured_rfc2595(
+    start_mail_server: Any,
+) -> None:
+    server = start_mail_server(auth={"allow_plaintext": "never"})
+    if "pop3" not in server.started:
+        pytest.skip("the server did not start POP3")
+    server.add_user("alice", "secret")
+    pop = poplib.POP3("127.0.0.1", server.ports["pop3"], timeout=10)
+    capabilities = pop.capa()
+    assert "USER" not in capabilities and "SASL" not in capabilities
+    with pytest.raises(poplib.error_proto, match=r"\[AUTH\] plaintext login needs"):
+        pop.user("alice")
+    pop.quit()
+    pop = poplib.POP3("localhost", server.ports["pop3"], timeout=10)
+    pop.stls(context=server.ssl_context())
+    assert "USER" in pop.capa()
+    pop.user("alice")
+    pop.pass_("secret")
+    assert pop.stat() == (0, 0)
+    pop.quit()
