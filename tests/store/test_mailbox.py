@@ -334,6 +334,31 @@ def test_torn_uidlist_line_is_repaired_on_open(open_mailbox: Opener) -> None:
     assert [r.uid for r in open_mailbox().records()] == [1, 2]
 
 
+def test_index_built_by_a_scan_costs_under_1000_bytes_per_message(
+    open_mailbox: Opener, tmp_path: Path
+) -> None:
+    # 100,000 messages must stay under 100 MB of index: measure what a real
+    # scan keeps per message (records, odd names, recent set), on 3,000 files.
+    path = tmp_path / "big"
+    for sub in ("cur", "new", "tmp"):
+        (path / sub).mkdir(parents=True)
+    for i in range(3000):
+        name = f"{1700000000 + i}.M{i}P99Q{i}.mail.example.org,S=10,W=11:2,S"
+        (path / "cur" / name).write_bytes(b"x" * 10)
+    open_mailbox("big")  # assigns the UIDs once; the measured open just reads
+    tracemalloc.start()
+    before = tracemalloc.take_snapshot()
+    box = open_mailbox("big")
+    box.records()
+    after = tracemalloc.take_snapshot()
+    tracemalloc.stop()
+    # Everything the process still holds after the open counts, index or not.
+    kept = sum(stat.size_diff for stat in after.compare_to(before, "filename"))
+    assert len(box.records()) == 3000
+    print(f"index: {kept / 3000:.0f} bytes per message")
+    assert kept / 3000 < 1000, kept / 3000
+
+
 def test_index_of_100000_messages_stays_under_100_mb() -> None:
     # Records as _make_record builds them: interned flag sets, a fresh base
     # string each, floats for the date.
