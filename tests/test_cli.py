@@ -185,7 +185,9 @@ def test_gencert_localhost_san_verified_by_a_tls_client(setup_dir: Path) -> None
     client = ssl.create_default_context(cafile=str(setup_dir / "tls/cert.pem"))
     connection = MemoryTLS(ServerTLS(config.tls).serverConnectionForTLS(None), client)
     connection.handshake()  # verifies the chain and the name "localhost"
-    assert connection.client.getpeercert()["subjectAltName"][0] == ("DNS", "localhost")
+    peer = connection.client.getpeercert()
+    assert peer is not None
+    assert peer["subjectAltName"][0] == ("DNS", "localhost")
 
 
 def test_gencert_refuses_to_overwrite(setup_dir: Path) -> None:

@@ -12,7 +12,7 @@ import signal
 import socket
 import ssl
 import subprocess
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
@@ -61,7 +61,7 @@ def fake_context(config: Config, reactor: Any, tls: Any) -> ServerContext:
     return ServerContext(config=config, store=None, authenticator=None, clock=reactor, tls=tls)  # type: ignore[arg-type]
 
 
-def messages(events: list[dict[str, Any]]) -> list[str]:
+def messages(events: Sequence[Mapping[str, Any]]) -> list[str]:
     return [e["log_format"].format(**e) for e in events]
 
 
@@ -107,7 +107,7 @@ def test_factory_already_tls_is_not_wrapped_twice(config: Config, monkeypatch: A
     reactor = ImmediateReactor()
 
     def wrapping_factory(context: ServerContext, implicit_tls: bool) -> Any:
-        return TLSMemoryBIOFactory(context.tls, False, Factory.forProtocol(Protocol))
+        return TLSMemoryBIOFactory(context.tls, False, Factory.forProtocol(Protocol))  # type: ignore[arg-type]
 
     monkeypatch.setattr(f"{THIS_MODULE}.make_factory", wrapping_factory)
     service = make_service(config, reactor, {"imaps": (THIS_MODULE, True)}, fake_context)
@@ -379,3 +379,29 @@ def test_privileged_port_bound_before_uid_drop(tmp_path: Path) -> None:
         process.terminate()
         process.wait(15)
     assert "Traceback" not in log.read_text()
+
+
+def test_twistd_config_from_environment_variable(tmp_path: Path) -> None:
+    # No --config: $MAILACCESS_CONFIG names the file (here a broken one, so
+    # the message proves which file was read).
+    bad = tmp_path / "from-env.toml"
+    bad.write_text("[limits]\nimap_autologout = 60\n")
+    result = subprocess.run(
+        twistd_command("-n", "--pidfile=", "mailaccess"),
+        cwd=tmp_path,
+        capture_output=True,
+        text=True,
+        env=subprocess_env() | {"MAILACCESS_CONFIG": str(bad)},
+        timeout=60,
+    )
+    assert result.returncode == 1
+    assert result.stderr.startswith(f"mailaccess: {bad}: limits.imap_autologout: must be at least")
+
+
+def test_start_mail_server_applies_overrides(start_mail_server: Callable[..., MailServer]) -> None:
+    server = start_mail_server(pop3={"exclusive": True}, limits={"imap_autologout": 3600})
+    config = load_config(server.config_path)
+    assert config.pop3.exclusive is True
+    assert config.limits.imap_autologout == 3600
+    assert config.mailboxes.auto_create["Sent"] == "\\Sent"  # init's values kept
+    assert config.listen.pop3 == (f"tcp:{server.ports['pop3']}:interface=127.0.0.1",)
