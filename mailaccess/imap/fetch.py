@@ -11,6 +11,8 @@ Room to grow: BINARY[]/BINARY.PEEK[]/BINARY.SIZE (RFC 3516) parse into
 
 from __future__ import annotations
 
+import re
+
 import attrs
 
 from mailaccess.imap.lexer import MAX_NUMBER, Reader
@@ -94,6 +96,9 @@ _SIMPLE = frozenset(
     }
 )
 
+# Frozen, so one shared instance per item name serves every command.
+_SIMPLE_ITEMS = {name: FetchItem(name) for name in _SIMPLE}
+
 # RFC 3501 §6.4.5 macros: equivalent to the listed items; they may not be combined
 # with other items (§9: "ALL" / "FULL" / "FAST" / fetch-att / "(" fetch-att ... ")").
 _MACROS = {
@@ -101,6 +106,12 @@ _MACROS = {
     "FAST": ("FLAGS", "INTERNALDATE", "RFC822.SIZE"),
     "FULL": ("FLAGS", "INTERNALDATE", "RFC822.SIZE", "ENVELOPE", "BODY"),
 }
+
+# A FETCH item name: atom characters up to "[" (a single class: no backtracking).
+_ITEM_NAME = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\\[\]<]{1,32}')
+# section-part = nz-number *("." nz-number); each "." must be followed by a digit,
+# so the repetition cannot backtrack.
+_PART = re.compile(rb"[0-9]+(?:\.[0-9]+)*")
 
 _SECTION_TEXT = ("HEADER.FIELDS.NOT", "HEADER.FIELDS", "HEADER", "TEXT", "MIME")
 
@@ -116,20 +127,18 @@ def read_fetch_attributes(reader: Reader) -> tuple[FetchAttribute, ...]:
     start = reader.pos
     word = _item_name(reader)
     if word in _MACROS:
-        return tuple(FetchItem(name) for name in _MACROS[word])
+        return tuple(_SIMPLE_ITEMS[name] for name in _MACROS[word])
     reader.pos = start
     return (_read_attribute(reader),)
 
 
 def _item_name(reader: Reader) -> str:
     # Item names are atoms, but stop at "[" so BODY[ and BINARY[ are seen.
-    start = reader.pos
-    line = reader.peek_bytes(32)
-    n = 0
-    while n < len(line) and line[n] not in b" []()<":
-        n += 1
-    reader.pos = start + n
-    return line[:n].decode("ascii", "replace").upper()
+    m = _ITEM_NAME.match(reader.line, reader.pos)
+    if m is None:
+        return ""
+    reader.pos = m.end()
+    return m.group().decode("ascii").upper()
 
 
 def _read_attribute(reader: Reader) -> FetchAttribute:
@@ -137,8 +146,9 @@ def _read_attribute(reader: Reader) -> FetchAttribute:
     if not name:
         raise reader.error("expected a FETCH item")
     if reader.peek() != 0x5B:  # "["
-        if name in _SIMPLE:
-            return FetchItem(name)
+        item = _SIMPLE_ITEMS.get(name)
+        if item is not None:
+            return item
         if name in _MACROS:
             raise reader.error(f"{name} cannot be combined with other FETCH items")
         raise reader.error(f"unknown FETCH item {name}")
@@ -164,14 +174,16 @@ def _read_attribute(reader: Reader) -> FetchAttribute:
 
 def _read_section(reader: Reader, binary: bool) -> Section:
     """RFC 3501 §9 ``section-spec`` inside the brackets (cursor after ``[``)."""
-    part: list[int] = []
-    while True:
-        c = reader.peek()
-        if not 0x30 <= c <= 0x39:
-            break
-        part.append(reader.nz_number("a body part number", MAX_NUMBER))
-        if not reader.maybe(0x2E):  # "."
-            return Section(tuple(part))
+    part: tuple[int, ...] = ()
+    m = _PART.match(reader.line, reader.pos)
+    if m is not None:
+        digits = m.group().split(b".")
+        if any(len(d) > 10 or int(d) > MAX_NUMBER or int(d) == 0 for d in digits):
+            raise reader.error("body part numbers are non-zero 32-bit numbers")
+        part = tuple(int(d) for d in digits)
+        reader.pos = m.end()
+        if not reader.maybe(0x2E):  # "." section-text follows
+            return Section(part)
     if reader.peek() == 0x5D:
         if part:  # "1." followed by "]"
             raise reader.error("a section part number is followed by a dot but nothing else")

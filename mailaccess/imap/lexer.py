@@ -99,10 +99,17 @@ class Reader:
 
     # --- position ------------------------------------------------------------
 
+    @property
+    def line(self) -> bytes:
+        """The line the cursor is on (for modules that match their own tokens)."""
+        return self._line
+
     def peek(self) -> int:
         """The next octet of the current line, or -1 at its end."""
-        line = self._line
-        return line[self.pos] if self.pos < len(line) else -1
+        try:
+            return self._line[self.pos]
+        except IndexError:
+            return -1
 
     def peek_bytes(self, n: int) -> bytes:
         """Up to ``n`` octets ahead on the current line, not consumed."""
@@ -120,23 +127,24 @@ class Reader:
 
     def skip(self, octet: int, what: str) -> None:
         """Consume exactly one given octet, e.g. ``SP`` or ``(``."""
-        if self.peek() != octet:
+        if not self.maybe(octet):
             raise self.error(f"expected {what} {self._where()}")
-        self.pos += 1
 
     def sp(self) -> None:
         """Consume exactly one SP (RFC 3501 §9 is strict: one space between tokens)."""
-        line = self._line
-        if self.pos >= len(line) or line[self.pos] != 0x20:
+        if not self._line.startswith(b" ", self.pos):
             raise self.error(f"expected a space {self._where()}")
         self.pos += 1
 
     def maybe(self, octet: int) -> bool:
         """Consume ``octet`` if it comes next; say whether it did."""
-        if self.peek() == octet:
+        try:
+            found = self._line[self.pos] == octet
+        except IndexError:
+            return False
+        if found:
             self.pos += 1
-            return True
-        return False
+        return found
 
     def _where(self) -> str:
         if self.pos >= len(self._line):
@@ -266,7 +274,14 @@ class Reader:
         (RFC 6855) changes the rule.
         """
         raw = self.astring("a mailbox name")
-        name = raw.decode("utf-8", "surrogateescape")
+        if b"\0" in raw or b"\r" in raw or b"\n" in raw:
+            # Only a literal can carry these; no valid name contains them, and a
+            # name with CR/LF would break every later response that echoes it.
+            raise self.error("mailbox name contains NUL, CR or LF")
+        try:
+            name = raw.decode("utf-8")
+        except UnicodeDecodeError:
+            raise self.error("mailbox name is not valid UTF-8") from None
         if len(name) == 5 and name.upper() == "INBOX":
             return "INBOX"
         return name
@@ -274,7 +289,7 @@ class Reader:
 
 def _continues_atom(reader: Reader) -> bool:
     """Whether the atom at the cursor is longer than three octets (``NILS`` is not NIL)."""
-    m = _ASTRING_ATOM.match(reader._line, reader.pos)
+    m = _ASTRING_ATOM.match(reader.line, reader.pos)
     return m is not None and m.end() - reader.pos > 3
 
 

@@ -455,3 +455,9 @@ def test_sequence_set_star_rfc3501_9() -> None:
     cmd = parse(b"a FETCH *:4,7 UID\r\n")
     assert isinstance(cmd, c.Fetch)
     assert cmd.sequence_set.ranges == ((STAR, 4), (7, 7))
+
+
+def test_mailbox_name_with_crlf_or_bad_utf8_is_refused_rfc3501_5_1() -> None:
+    assert "CR" in bad(b"a CREATE {5}\r\na\r\nbc\r\n").reason
+    assert "UTF-8" in bad(b'a CREATE "caf\xe9"\r\n').reason
+    assert parse(b'a CREATE "caf\xc3\xa9"\r\n') == c.Create("a", "café")
