@@ -33,8 +33,9 @@ NEW_FILE_MODE = 0o600
 
 # A user name becomes a directory name under the mail root (store.account), so
 # refuse what could escape it or confuse a shell, a log line or a protocol:
-# whitespace, control characters, "/" and a leading dot.
-_USER_NAME = re.compile(r"^[^\s/.:\x00-\x1f\x7f][^\s/:\x00-\x1f\x7f]*$")
+# whitespace, control characters, "/" and a leading dot.  A leading "#" would
+# turn the line into a comment.
+_USER_NAME = re.compile(r"^[^\s/.:#\x00-\x1f\x7f][^\s/:\x00-\x1f\x7f]*$")
 # uid/gid: a number, or a system user/group name that Dovecot would look up.
 _ID_FIELD = re.compile(r"^(?:[0-9]+|[A-Za-z_][A-Za-z0-9_.-]*\$?)?$")
 _FORBIDDEN_IN_FIELD = re.compile(r"[:\r\n\x00]")
@@ -96,7 +97,7 @@ def parse_line(text: str) -> UserEntry:
     if not _USER_NAME.match(user):
         raise MalformedLine(
             f"user name {user!r} is not allowed "
-            "(no spaces, control characters, '/', or leading '.')"
+            "(no spaces, control characters, '/', or leading '.' or '#')"
         )
     parts += [""] * (8 - len(parts))
     _, password, uid, gid, gecos, home, shell, extra = parts

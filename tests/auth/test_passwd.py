@@ -8,10 +8,13 @@ import shutil
 import stat
 import subprocess
 import sys
+import tempfile
 import textwrap
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailaccess.auth.passwd import (
     UserEntry,
@@ -51,11 +54,11 @@ def test_reads_dovecot_file_and_reports_problems_by_line(users_file: Path) -> No
     assert problems == [
         where + "7: no user name before the first ':'; line ignored",
         where + "9: user name 'bad name' is not allowed "
-        "(no spaces, control characters, '/', or leading '.'); line ignored",
+        "(no spaces, control characters, '/', or leading '.' or '#'); line ignored",
         where + "11: user 'alice' already defined on line 4; line ignored",
         where + "12: uid '12x' is neither a number nor a name; line ignored",
         where + "14: user name '  # an indented hash sign is not a comment' is not allowed "
-        "(no spaces, control characters, '/', or leading '.'); line ignored",
+        "(no spaces, control characters, '/', or leading '.' or '#'); line ignored",
         where + "16: not valid UTF-8; line ignored",
     ]
     # Valid lines whose user cannot log in here are entries, with a warning.
@@ -164,6 +167,7 @@ def test_existing_file_keeps_its_mode(users_file: Path) -> None:
     [
         UserEntry("a:b", "{PLAIN}x"),
         UserEntry("../etc", "{PLAIN}x"),
+        UserEntry("#root", "{PLAIN}x"),  # would read back as a comment
         UserEntry("amy", "{PLAIN}x\ny"),
         UserEntry("amy", "{PLAIN}x", home="/a:b"),
         UserEntry("amy", "{PLAIN}x", uid="1 0"),
@@ -289,3 +293,51 @@ def test_last_line_without_line_end(tmp_path: Path) -> None:
     assert [e.user for e in read_users(path)[0]] == ["amy", "bea"]
     write_users(path, [*read_users(path)[0], UserEntry("cy", "{PLAIN}c")])
     assert path.read_bytes() == b"amy:{PLAIN}a\r\nbea:{PLAIN}b\ncy:{PLAIN}c\n"
+
+
+SAFE_TEXT = st.text(
+    alphabet=st.characters(blacklist_characters=":\r\n\x00", blacklist_categories=("Cs",)),
+    max_size=20,
+)
+ENTRIES = st.lists(
+    st.builds(
+        UserEntry,
+        user=st.from_regex(r"[A-Za-z0-9_@+-][A-Za-z0-9_@+.#-]{0,15}", fullmatch=True),
+        password=SAFE_TEXT,
+        uid=st.from_regex(r"[0-9]{0,5}", fullmatch=True),
+        gid=st.from_regex(r"([0-9]{1,5}|[a-z_][a-z0-9_-]{0,7})?", fullmatch=True),
+        gecos=SAFE_TEXT,
+        home=SAFE_TEXT,
+        shell=SAFE_TEXT,
+        extra=st.lists(
+            st.from_regex(r"[a-z_]{1,8}(=[^\s\x00]{0,10})?", fullmatch=True), max_size=3
+        ).map(tuple),
+    ),
+    max_size=6,
+    unique_by=lambda e: e.user,
+)
+
+
+def _with_alice(entries: list[UserEntry]) -> list[UserEntry]:
+    # Half the time, also edit a user the old file already has.
+    if len(entries) % 2 and all(e.user != "alice" for e in entries):
+        return [*entries, UserEntry("alice", "{PLAIN}x")]
+    return entries
+
+
+@settings(max_examples=200, deadline=None)
+@given(
+    entries=ENTRIES.map(_with_alice),
+    old=st.sampled_from([b"", DOVECOT_USERS.read_bytes()]),
+)
+def test_written_entries_read_back_unchanged(entries: list[UserEntry], old: bytes) -> None:
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / "users"
+        path.write_bytes(old)
+        write_users(path, entries)
+        read, _ = read_users(path)
+        if old == b"":
+            assert read == entries
+        else:
+            # Users already in the file keep their place; new ones come last.
+            assert sorted(read, key=lambda e: e.user) == sorted(entries, key=lambda e: e.user)
