@@ -207,6 +207,8 @@ def hash_password(
         raise SchemeError("a password cannot contain a NUL character")
     if len(secret) > MAX_PASSWORD_OCTETS:
         raise SchemeError(f"a password cannot be longer than {MAX_PASSWORD_OCTETS} octets")
+    if rounds is not None and rounds < 1:
+        raise SchemeError(f"rounds must be a positive number, not {rounds}")
     if name == "ARGON2ID":
         hasher = argon2.PasswordHasher(
             time_cost=rounds if rounds is not None else ARGON2_TIME_COST,

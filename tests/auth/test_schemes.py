@@ -159,6 +159,8 @@ def test_hash_password_refuses_unknown_scheme_and_unstorable_plain() -> None:
         hash_password("a:b", "PLAIN")
     with pytest.raises(SchemeError, match="cost"):
         hash_password("x", "BLF-CRYPT", rounds=3)
+    with pytest.raises(SchemeError, match="positive"):
+        hash_password("x", "ARGON2ID", rounds=0)
 
 
 DOVEADM = shutil.which("doveadm")
