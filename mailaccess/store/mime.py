@@ -525,9 +525,6 @@ class _Parser:
         if end == self.eaten:
             return end
         if end <= body_start:
-            # The line break before the boundary ended this entity's header,
-            # so it cannot end the enclosing bodies either.
-            self.eaten = end
             return body_start
         if end > body_start and self.data[end - 1] == 0x0A:
             end -= 1
@@ -687,6 +684,8 @@ class _Parser:
                 # when the next line is a boundary (Dovecot does the same).
                 floor = hit[2]
                 hit = self.next_boundary(hit[2], bounds)
+                if hit is not None and hit[0] == floor:
+                    self.eaten = floor
             body_end = max(self.end_before(hit, body_start), floor)
             if not kids:
                 kids.append(self.empty_part(body_end))
@@ -717,6 +716,24 @@ class _Parser:
             hit = self.next_boundary(body_start, bounds)
             body_end = self.end_before(hit, body_start)
             size, lines = self.vsize(body_start, body_end)
+
+        if (
+            hit is not None
+            and hit[0] == body_start == body_end
+            and body_start > start
+            and data[body_start - 1] == 0x0A
+        ):
+            # Empty body right before a boundary: the header's blank line is
+            # the line break that belongs to the boundary (RFC 2046 §5.1.1),
+            # so the MIME header loses it, as in Dovecot.
+            cut = body_start - 1
+            if cut > start and data[cut - 1] == 0x0D:
+                cut -= 1
+            body_start = body_end = cut
+            if message is not None:
+                message = attrs.evolve(message, header_start=cut, body_start=cut, body_end=cut)
+            if children:
+                children = (self.empty_part(cut),)
 
         header_size, header_lf = self.vsize(start, body_start)
         if top:
@@ -907,11 +924,9 @@ def header_fields(header: bytes, names: Iterable[str | bytes], exclude: bool = F
                 out.append(line)
             continue
         colon = line.find(b":")
+        # A line that is no field matches no name, but .NOT keeps it (Dovecot).
         name = line[:colon].rstrip(b" \t").lower() if colon > 0 else None
-        if name is None:
-            keep = False
-            continue
-        keep = (name in wanted) != exclude
+        keep = (name is not None and name in wanted) != exclude
         if keep:
             out.append(line)
     blank = (

@@ -58,7 +58,6 @@ _PARAM_RE = re.compile(
     rb';[ \t\r\n]*([^\s;="]+)[ \t\r\n]*=[ \t\r\n]*(?:"((?:[^"\\]|\\.)*)"?|([^\s;]*))', re.S
 )
 _UNQUOTE_RE = re.compile(rb"\\(.)", re.S)
-_COMMENT_RE = re.compile(rb"\((?:[^()\\]|\\.)*\)", re.S)
 _SECTION_RE = re.compile(rb"^(.*?)\*(\d+)(\*?)$|^(.*?)\*$", re.S)
 
 
@@ -72,10 +71,10 @@ def split_value(value: bytes) -> tuple[bytes, Params]:
     ``name*`` keeps its ``charset'lang'`` prefix and %-escapes, under the name
     ``name*``.  Clients decode those themselves (RFC 2231 §4).
     """
+    if b"(" in value:
+        value = strip_comments(value)
     semi = value.find(b";")
     head = (value if semi < 0 else value[:semi]).strip(b" \t\r\n")
-    if b"(" in head:
-        head = _COMMENT_RE.sub(b"", head).strip(b" \t\r\n")
     if semi < 0:
         return head, ()
     plain: list[tuple[bytes, bytes]] = []
@@ -111,6 +110,16 @@ def split_value(value: bytes) -> tuple[bytes, Params]:
             i += 1
         joined.append((key + b"*" if extended else key, b"".join(vals)))
     return head, tuple(plain) + tuple(joined)
+
+
+_QUOTED_OR_COMMENT_RE = re.compile(
+    rb'("(?:[^"\\]|\\.)*")|\((?:[^()\\]|\\.|\((?:[^()\\]|\\.)*\))*\)', re.S
+)
+
+
+def strip_comments(value: bytes) -> bytes:
+    """Remove RFC 5322 comments (one level of nesting) outside quoted strings."""
+    return _QUOTED_OR_COMMENT_RE.sub(lambda m: m.group(1) or b" ", value)
 
 
 def param(params: Params | None, name: bytes) -> bytes | None:
