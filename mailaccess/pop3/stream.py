@@ -20,7 +20,7 @@ from twisted.internet.interfaces import IPushProducer
 from twisted.logger import Logger
 from zope.interface import implementer
 
-CHUNK_SIZE = 64 * 1024
+CHUNK_SIZE = 128 * 1024
 
 #: RFC 1939 §3: the line that ends a multi-line response.
 TERMINATOR = b".\r\n"
@@ -52,9 +52,14 @@ class DotStuffer:
             self._held_cr = True
         if not data:
             return b""
-        data = data.replace(b"\r\n", b"\n").replace(b"\n", b"\r\n")
+        # Each test below is a fast scan; skipping a replace that has nothing to
+        # do saves copying the chunk (stored mail is mostly LF-only, unstuffed).
+        if b"\r" in data:
+            data = data.replace(b"\r\n", b"\n")
+        data = data.replace(b"\n", b"\r\n")
         # RFC 1939 §3: byte-stuff lines beginning with the termination octet.
-        data = data.replace(b"\n.", b"\n..")
+        if b"\n." in data:
+            data = data.replace(b"\n.", b"\n..")
         if self._at_line_start and data[:1] == b".":
             data = b"." + data
         self._at_line_start = data.endswith(b"\n")
