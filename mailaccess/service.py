@@ -114,8 +114,9 @@ class MailService(MultiService):
     def startService(self) -> None:
         """Start, install the SIGHUP handler and say what listens."""
         super().startService()
-        if self.tls is not None:
-            self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
+        # Installed even without TLS: SIGHUP's default action would end the
+        # server, and `systemctl reload` sends it.
+        self._previous_sighup = signal.signal(signal.SIGHUP, self._on_sighup)
         listening = [str(child.name) for child in self if isinstance(child, Listener)]
         log.info(
             "mailaccess ready: listening on {listening}",
@@ -124,7 +125,7 @@ class MailService(MultiService):
 
     def stopService(self) -> Any:
         """Stop the listeners and give SIGHUP back to whoever had it."""
-        if self.tls is not None and self._previous_sighup is not None:
+        if self._previous_sighup is not None:
             signal.signal(signal.SIGHUP, self._previous_sighup)
             self._previous_sighup = None
         return super().stopService()
@@ -140,6 +141,7 @@ class MailService(MultiService):
     def reload_tls(self) -> bool:
         """Reload the certificate (what SIGHUP does); True if the new one is in use."""
         if self.tls is None:
+            log.info("SIGHUP: no TLS certificate configured, nothing to reload")
             return False
         log.info("SIGHUP: reloading the TLS certificate")
         return self.tls.reload()

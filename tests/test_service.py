@@ -405,3 +405,16 @@ def test_start_mail_server_applies_overrides(start_mail_server: Callable[..., Ma
     assert config.limits.imap_autologout == 3600
     assert config.mailboxes.auto_create["Sent"] == "\\Sent"  # init's values kept
     assert config.listen.pop3 == (f"tcp:{server.ports['pop3']}:interface=127.0.0.1",)
+
+
+def test_sighup_without_tls_does_not_end_the_server(tmp_path: Path) -> None:
+    path = tmp_path / "plain.toml"
+    path.write_text('[listen]\nimap = "tcp:1143"\n')
+    service = make_service(load_config(path), ImmediateReactor(), {}, fake_context)
+    service.startService()
+    try:
+        with capturedLogs() as events:
+            os.kill(os.getpid(), signal.SIGHUP)  # default action: terminate
+        assert any("nothing to reload" in m for m in messages(events))
+    finally:
+        service.stopService()
