@@ -151,9 +151,11 @@ class MessageProducer:
         return self._done
 
     def pauseProducing(self) -> None:
+        """The consumer's buffer is full: stop reading until resumed."""
         self._paused = True
 
     def resumeProducing(self) -> None:
+        """Read and write chunks until paused again or the message is sent."""
         self._paused = False
         if self._producing or self._finished:
             # A write below may pause and resume us synchronously: the loop
@@ -170,6 +172,7 @@ class MessageProducer:
             self._producing = False
 
     def stopProducing(self) -> None:
+        """The connection is gone: close the file and fail the Deferred."""
         self._finish(ConnectionError("the connection closed while a message was sent"))
 
     def _write_next_chunk(self) -> None:
