@@ -418,3 +418,27 @@ def test_sighup_without_tls_does_not_end_the_server(tmp_path: Path) -> None:
         assert any("nothing to reload" in m for m in messages(events))
     finally:
         service.stopService()
+
+
+def test_curl_trusts_the_init_certificate_for_localhost(mail_server: MailServer) -> None:
+    # A real client's verification of what `mailaccess init` generated:
+    # curl checks the chain against --cacert and the name against the SAN.
+    import shutil
+
+    if shutil.which("curl") is None:
+        pytest.skip("curl is not installed")
+    proto = next((p for p in ("pop3s", "imaps") if p in mail_server.started), None)
+    if proto is None:
+        pytest.skip("no implicit-TLS protocol implemented yet")
+    mail_server.add_user("alice", "secret")
+    url = f"{proto}://localhost:{mail_server.ports[proto]}/"
+    argv = ["curl", "-sS", "--max-time", "20", "-u", "alice:secret", url]
+    trusted = subprocess.run(
+        [*argv[:1], "--cacert", str(mail_server.cert), *argv[1:]],
+        capture_output=True,
+        text=True,
+        timeout=30,
+    )
+    assert trusted.returncode == 0, trusted.stderr
+    untrusted = subprocess.run(argv, capture_output=True, text=True, timeout=30)
+    assert untrusted.returncode == 60, untrusted.stderr  # CURLE_PEER_FAILED_VERIFICATION
