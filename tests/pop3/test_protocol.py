@@ -687,6 +687,19 @@ def test_connection_lost_mid_retr_closes_the_file_and_acts_as_rset(context: Any)
     assert DELETED not in inbox.flags_of(1)
 
 
+def test_client_that_does_not_read_replies_is_paused_not_buffered() -> None:
+    context = make_context(max_line_length=100)
+    inbox = user_with_mail(context, MSG1)
+    session = Conversation(context, peer=LOOPBACK)
+    session.login()
+    inbox.hold()
+    session.send(b"DELE 1\r\n" + b"NOOP\r\n" * 400)  # 2,400 octets queued behind DELE
+    assert session.transport.producerState == "paused"  # stop reading the socket
+    inbox.release()
+    assert session.transport.producerState == "producing"
+    assert session.take().count(b"+OK\r\n") == 400
+
+
 def test_pipelined_login_waits_for_the_authenticator(context: Any, inbox: Any) -> None:
     conversation = Conversation(context, peer=LOOPBACK)
     conversation.auth.hold_next = True
