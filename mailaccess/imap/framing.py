@@ -44,9 +44,9 @@ __all__ = [
 #: RFC 7888 §5: under LITERAL- a non-synchronizing literal may carry at most 4096 octets.
 LITERAL_MINUS_LIMIT = 4096
 
-# A literal marker at the very end of a line: "{" number64 ["+"] "}" (RFC 3501 §9,
-# RFC 7888 §3).  Anchored at the end and bounded in length, so it is cheap.
-_MARKER = re.compile(rb"\{([0-9]{1,20})(\+?)\}\Z")
+# Digits of a literal size beyond which no limit can be met; also keeps int()
+# away from Python's 4300-digit conversion limit.
+_MAX_SIZE_DIGITS = 20
 _TAG = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\+]+')
 
 
@@ -196,6 +196,16 @@ class CommandFramer:
         return len(self._buf)
 
     @property
+    def draining(self) -> int:
+        """Octets of a refused non-synchronizing literal still to be thrown away.
+
+        RFC 7888 §4 leaves the server a choice between reading such a literal and
+        closing the connection; a session that prefers not to wait for a huge one
+        can look here and disconnect.
+        """
+        return self._remaining if self._state is _State.DRAIN else 0
+
+    @property
     def in_command(self) -> bool:
         """Whether part of a command has been read (lines or a pending literal)."""
         return bool(self._lines) or self._state is not _State.LINE
@@ -238,15 +248,14 @@ class CommandFramer:
             self._tag = _tag_of(line)
         self._text_size += len(line)
 
-        m = _MARKER.search(line)
-        if m is None:
+        marker = _literal_marker(line)
+        if marker is None:
             self._lines.append(line)
             command = RawCommand(tuple(self._lines), tuple(self._literals))
             self._reset_command()
             return command
 
-        size = int(m.group(1))
-        nonsync = bool(m.group(2))
+        size, nonsync = marker
         self._lines.append(line)
         refusal = self._refusal(size, nonsync)
         if refusal is not None:
@@ -284,9 +293,9 @@ class CommandFramer:
 
     def _discard_line(self, line: bytes) -> object:
         """A line of a command whose literal was drained: drop it, follow its literals."""
-        m = _MARKER.search(line)
-        if m is not None and m.group(2):
-            self._remaining = int(m.group(1))
+        marker = _literal_marker(line)
+        if marker is not None and marker[1]:
+            self._remaining = marker[0]
             self._state = _State.DRAIN
         else:
             # The command ends here, or at a synchronizing literal the client will
@@ -346,6 +355,29 @@ class CommandFramer:
 
 _MORE = object()  # internal: no event yet, but progress was made; keep going
 _NEED_DATA = object()  # internal: nothing more can be framed until more octets arrive
+
+
+def _literal_marker(line: bytes) -> tuple[int, bool] | None:
+    """The literal a line announces at its end: (size, non-synchronizing), or None.
+
+    RFC 3501 §9 ``"{" number "}"``, RFC 7888 ``"{" number64 "+}"``.  A size too
+    long to be real is still a marker (reported as huge), so the octets that
+    follow are never taken for a command (a CRLF-injection path).
+    """
+    if not line.endswith(b"}"):
+        return None
+    start = line.rfind(b"{")
+    if start < 0:
+        return None
+    digits = line[start + 1 : -1]
+    nonsync = digits.endswith(b"+")
+    if nonsync:
+        digits = digits[:-1]
+    if not digits or not digits.isdigit():
+        return None
+    if len(digits) > _MAX_SIZE_DIGITS:
+        return 10**_MAX_SIZE_DIGITS, nonsync
+    return int(digits), nonsync
 
 
 def _tag_of(line: bytes) -> str | None:

@@ -292,3 +292,28 @@ def test_raw_command_tag() -> None:
     assert RawCommand((b"a1 NOOP",)).tag == "a1"
     assert RawCommand((b"+ NOOP",)).tag is None
     assert RawCommand((b"",)).tag is None
+
+
+def test_absurd_literal_size_is_still_a_literal_rfc3501_9() -> None:
+    # Not treating "{<21 digits>}" as a marker would let its octets run as commands.
+    framer = CommandFramer()
+    framer.feed(b"a1 LOGIN {999999999999999999999}\r\na2 NOOP\r\n")
+    events = drain(framer)
+    assert isinstance(events[0], ParseError)
+    assert events[0].code == "TOOBIG"
+    assert events[1:] == [RawCommand((b"a2 NOOP",))]
+
+
+def test_draining_is_visible_so_the_session_may_disconnect_rfc7888_4() -> None:
+    framer = CommandFramer(max_literal_size=10)
+    framer.feed(b"a1 APPEND INBOX {999999999+}\r\nabc")
+    (event,) = drain(framer)
+    assert isinstance(event, ParseError)
+    assert framer.draining == 999999999 - 3
+    assert framer.buffered == 0
+
+
+def test_marker_like_text_that_is_not_a_marker() -> None:
+    framer = CommandFramer()
+    framer.feed(b"a1 SEARCH {} x{a}\r\na2 X {+}\r\n")
+    assert drain(framer) == [RawCommand((b"a1 SEARCH {} x{a}",)), RawCommand((b"a2 X {+}",))]
