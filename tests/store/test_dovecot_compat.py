@@ -152,6 +152,19 @@ def imap_mailbox(imap: imaplib.IMAP4, name: str) -> dict[str, Any]:
     }
 
 
+def imap_list(imap: imaplib.IMAP4) -> set[str]:
+    """Every name LIST "" "*" returns (RFC 3501 §7.2.2), decoded."""
+    status, data = imap.list()
+    assert status == "OK", data
+    names = set()
+    for line in data:
+        assert isinstance(line, bytes)
+        match = re.fullmatch(rb'\([^)]*\) (?:"."|NIL) (?:"((?:[^"\\]|\\.)*)"|(\S+))', line)
+        assert match is not None, line
+        names.add(mutf7.decode((match.group(1) or match.group(2)).decode()))
+    return names
+
+
 def imap_subscriptions(imap: imaplib.IMAP4) -> list[str]:
     status, data = imap.lsub()
     assert status == "OK", data
@@ -436,3 +449,82 @@ def test_harness_listeners_tls_and_lmtp(dovecot: Dovecot) -> None:
     assert len(list((dovecot.user_root(USER) / "new").iterdir())) == 1
     found = dovecot.doveadm("search", "-u", USER, "mailbox", "INBOX", "subject", "LMTP")
     assert len(found.stdout.split()) == 2  # "<mailbox guid> <uid>"
+
+
+# --- files other programs drop (an MTA's new/ file has no ,S= or ,W=) -------------
+
+_DROPPED = (
+    b"From: mta@example.org\nSubject: dropped by an MTA\n\nNo size in my name.\nTwo lines.\n"
+)
+
+
+def _drop(folder: Path, name: str) -> None:
+    # Maildir delivery (https://cr.yp.to/proto/maildir.html): write in tmp/,
+    # rename into new/.
+    (folder / "tmp" / name).write_bytes(_DROPPED)
+    os.rename(folder / "tmp" / name, folder / "new" / name)
+
+
+@pytest.mark.parametrize("first", ["dovecot", "ours"])
+def test_dropped_file_gets_one_uid_for_both_rfc3501_2_3_1_1(tmp_path: Path, first: str) -> None:
+    """Whoever sees an MTA's file first assigns its UID; the other agrees, and
+    both count its size with CRLF line ends (RFC 3501 §6.4.5 RFC822.SIZE)."""
+    require_dovecot()
+    mail_root = tmp_path / "mail"
+    account, _ = _write_with_our_store(mail_root)
+    root = mail_root / USER
+    _drop(root, "1704300000.P4242Q1.mta.example.org")
+    crlf_size = len(_DROPPED.replace(b"\n", b"\r\n"))
+    inbox = result_of(account.mailbox("INBOX"))
+    if first == "ours":
+        result_of(inbox.rescan())
+    with Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=mail_root) as dovecot:
+        imap = imap_login(dovecot)
+        try:
+            theirs = imap_mailbox(imap, "INBOX")
+        finally:
+            imap.logout()
+    if first == "dovecot":
+        result_of(inbox.rescan())
+    dropped = [m for m in theirs["messages"] if m["vsize"] == crlf_size]
+    assert len(dropped) == 1
+    ours = inbox.record(dropped[0]["uid"])
+    assert ours is not None, "the dropped file has a different UID for us and for Dovecot"
+    assert ours.vsize == crlf_size
+    assert ours.size == len(_DROPPED)
+    assert theirs["uidnext"] == inbox.uidnext
+    assert [m["uid"] for m in theirs["messages"]] == [r.uid for r in inbox.records()]
+
+
+def test_folder_names_with_ampersand_rfc3501_5_1_3(tmp_path: Path) -> None:
+    """'&' is the one printable character modified UTF-7 escapes ("&-")."""
+    require_dovecot()
+    mail_root = tmp_path / "mail"
+    account = open_account(mail_root)
+    account.create("Tom & Jerry.Ärger")
+    result_of(result_of(account.mailbox("Tom & Jerry.Ärger")).append(b"Subject: x\r\n\r\ny\r\n"))
+    assert (mail_root / USER / ".Tom &- Jerry.&AMQ-rger").is_dir()
+    with Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=mail_root) as dovecot:
+        imap = imap_login(dovecot)
+        try:
+            listed = imap_list(imap)
+            assert {"Tom & Jerry", "Tom & Jerry.Ärger"} <= listed
+            assert imap_mailbox(imap, "Tom & Jerry.Ärger")["messages"][0]["uid"] == 1
+            assert imap.create(_quoted("Tom & Jerry.Ölfleck"))[0] == "OK"
+        finally:
+            imap.logout()
+    assert "Tom & Jerry.Ölfleck" in {listing.name for listing in account.list_mailboxes()}
+
+
+def test_dovecot_rename_keeps_uidvalidity_for_us_rfc3501_6_3_5(tmp_path: Path) -> None:
+    require_dovecot()
+    mail_root = tmp_path / "mail"
+    account, appended = _write_with_our_store(mail_root)
+    archive = result_of(account.mailbox("Archive.2024"))
+    uidvalidity, uids = archive.uidvalidity, [r.uid for r in archive.records()]
+    with Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=mail_root) as dovecot:
+        dovecot.doveadm("mailbox", "rename", "-u", USER, "Archive", "Alt")
+    # A fresh process (the open Mailbox object belongs to the old path).
+    renamed = result_of(open_account(mail_root).mailbox("Alt.2024"))
+    assert renamed.uidvalidity == uidvalidity  # RFC 3501 §6.3.5: a rename is no re-create
+    assert [r.uid for r in renamed.records()] == uids == appended["Archive.2024"]

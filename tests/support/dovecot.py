@@ -25,6 +25,7 @@ import shutil
 import signal
 import socket
 import subprocess
+import sys
 import tempfile
 import time
 from collections.abc import Mapping
@@ -417,6 +418,11 @@ lmtp_save_to_detail_mailbox = no
                     process.wait(timeout)
         finally:
             shutil.rmtree(self.base_dir, ignore_errors=True)
+        # Dovecot answers a client "Internal error occurred" and says why only
+        # in its log: surface that (pytest shows stderr of failed tests).
+        problems = self.problems()
+        if problems:
+            sys.stderr.write("Dovecot logged problems:\n" + "\n".join(problems) + "\n")
 
     @property
     def running(self) -> bool:
@@ -453,6 +459,14 @@ lmtp_save_to_detail_mailbox = no
                 f"doveadm {' '.join(args)} failed ({result.returncode}): {result.stderr.strip()}"
             )
         return result
+
+    def problems(self) -> list[str]:
+        """The Error, Fatal and Panic lines of Dovecot's log so far."""
+        return [
+            line
+            for line in self.log().splitlines()
+            if any(level in line for level in (" Error: ", " Fatal: ", " Panic: "))
+        ]
 
     def log(self) -> str:
         """Everything Dovecot logged so far (its log file and stderr)."""
