@@ -22,6 +22,9 @@ from typing import Any
 
 import pytest
 
+# pytester: for the test that the mail_server fixture itself can fail a test.
+pytest_plugins = ["pytester"]
+
 PROTOCOLS = ("imap", "imaps", "pop3", "pop3s", "lmtp")
 READY_MARK = "mailaccess ready: listening on"
 # What must never appear in the server's log of a passing test.

@@ -442,3 +442,25 @@ def test_curl_trusts_the_init_certificate_for_localhost(mail_server: MailServer)
     assert trusted.returncode == 0, trusted.stderr
     untrusted = subprocess.run(argv, capture_output=True, text=True, timeout=30)
     assert untrusted.returncode == 60, untrusted.stderr  # CURLE_PEER_FAILED_VERIFICATION
+
+
+def test_mail_server_fixture_fails_a_test_whose_server_logged_a_traceback(
+    pytester: pytest.Pytester,
+) -> None:
+    pytester.makeconftest((Path(__file__).parent / "conftest.py").read_text())
+    pytester.makepyfile(
+        test_inner="""
+        def test_clean(mail_server):
+            assert "mailaccess ready" in mail_server.log_text()
+
+        def test_server_crashed(mail_server):
+            # Stopped first: twistd writes its log at its own offset, so a
+            # line appended while it runs could be overwritten.
+            mail_server.stop()
+            with open(mail_server.log_path, "a") as log:
+                log.write("Traceback (most recent call last):\\n  boom\\n")
+        """
+    )
+    result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
+    result.assert_outcomes(passed=2, errors=1)
+    result.stdout.fnmatch_lines(["*ERROR at teardown of test_server_crashed*"])
