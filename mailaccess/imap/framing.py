@@ -133,6 +133,9 @@ class CommandFramer:
         self._literal_parts: list[bytes] = []
         self._remaining = 0  # octets still due for LITERAL / DRAIN
         self._tag: str | None = None  # of the command being read
+        # How far the buffer is known to hold no LF, so a line arriving in tiny
+        # pieces is not rescanned from its start on every feed.
+        self._scanned = 0
 
     # --- the session's side ----------------------------------------------------
 
@@ -187,6 +190,7 @@ class CommandFramer:
         """
         dropped = len(self._buf)
         self._buf.clear()
+        self._scanned = 0
         self._reset_command()
         return dropped
 
@@ -228,11 +232,14 @@ class CommandFramer:
         budget = self.max_line_length - self._text_size
         # Only search as far as the budget allows: an attacker's endless line is
         # never scanned (or kept) beyond the limit.
-        end = buf.find(b"\n", 0, budget + 2)
+        end = buf.find(b"\n", self._scanned, budget + 2)
         if end < 0:
             if len(buf) <= budget + 1:
+                self._scanned = len(buf)
                 return _NEED_DATA
+            self._scanned = 0
             return self._too_long(skip=True)
+        self._scanned = 0
         line = bytes(buf[:end])
         del buf[: end + 1]
         if line.endswith(b"\r"):

@@ -263,7 +263,10 @@ def _text(reader: Reader, encoding: str) -> str:
 def read_date(reader: Reader) -> datetime.date:
     """RFC 3501 §9 ``date = date-text / DQUOTE date-text DQUOTE``, e.g. ``1-Feb-1994``."""
     quoted = reader.maybe(0x22)
+    start = reader.pos
     day = reader.number("a day of month")
+    if reader.pos - start > 2:  # date-day = 1*2DIGIT
+        raise reader.error("the day of a date has one or two digits")
     reader.skip(0x2D, '"-" in the date (d-Mon-yyyy)')
     month = _MONTHS.get(reader.peek_bytes(3).decode("ascii", "replace").upper())
     if month is None:
@@ -272,7 +275,7 @@ def read_date(reader: Reader) -> datetime.date:
     reader.skip(0x2D, '"-" in the date (d-Mon-yyyy)')
     start = reader.pos
     year = reader.number("a year")
-    if reader.pos - start != 4 or reader.pos - start == 0:
+    if reader.pos - start != 4:  # date-year = 4DIGIT
         raise reader.error("the year of a date has four digits")
     if quoted:
         reader.skip(0x22, "a closing quote after the date")

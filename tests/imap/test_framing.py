@@ -317,3 +317,26 @@ def test_marker_like_text_that_is_not_a_marker() -> None:
     framer = CommandFramer()
     framer.feed(b"a1 SEARCH {} x{a}\r\na2 X {+}\r\n")
     assert drain(framer) == [RawCommand((b"a1 SEARCH {} x{a}",)), RawCommand((b"a2 X {+}",))]
+
+
+def test_discard_then_partial_line_then_rest() -> None:
+    framer = CommandFramer()
+    framer.feed(b"a1 STARTTLS\r\nxxxxxxxx")
+    assert framer.next_event() == RawCommand((b"a1 STARTTLS",))
+    assert framer.next_event() is None
+    framer.discard_buffered()
+    framer.feed(b"a2 NO")
+    assert framer.next_event() is None
+    framer.feed(b"OP\r\n")
+    assert framer.next_event() == RawCommand((b"a2 NOOP",))
+
+
+def test_long_line_in_tiny_pieces_is_not_rescanned() -> None:
+    # One octet at a time up to the limit: framing stays linear, result exact.
+    line = b"a1 SEARCH " + b"X" * 8000
+    framer = CommandFramer()
+    for i in range(len(line)):
+        framer.feed(line[i : i + 1])
+        assert framer.next_event() is None
+    framer.feed(b"\r\n")
+    assert framer.next_event() == RawCommand((line,))

@@ -95,7 +95,17 @@ def test_date_keys_rfc3501_6_4_4(word: str, op: str, sent: bool) -> None:
 
 
 @pytest.mark.parametrize(
-    "date", [b"1-Feb-94", b"31-Feb-1994", b"1-Foo-1994", b"1 Feb 1994", b'"1-Feb-1994', b"x"]
+    "date",
+    [
+        b"1-Feb-94",
+        b"001-Feb-1994",
+        b"1-Feb-19940",
+        b"31-Feb-1994",
+        b"1-Foo-1994",
+        b"1 Feb 1994",
+        b'"1-Feb-1994',
+        b"x",
+    ],
 )
 def test_invalid_dates_rfc3501_9(date: bytes) -> None:
     assert bad(b"a SEARCH SINCE " + date + b"\r\n").tag == "a"
