@@ -252,6 +252,8 @@ class Account(IAccount):
                 partial = DELIMITER.join(levels[:i])
                 if partial != "INBOX" and not self._path(partial).is_dir():
                     ensure_maildir(self._path(partial), folder=True)
+                    # Its cur/ new/ tmp/ entries must survive a crash too.
+                    fsync_dir(self._path(partial))
             fsync_dir(self.root)
         except OSError as exc:
             raise disk_error(exc, f"create mailbox {name!r}") from exc

@@ -67,8 +67,11 @@ def new_base_name(now: float, host: str | None = None) -> str:
     """A fresh unique base name (without size fields) for a message delivered *now*."""
     secs = int(now)
     usecs = int((now - secs) * 1_000_000)
+    # R<random> (a maildir spec field) keeps names unique even when a pid
+    # is reused within one second, e.g. by a quickly restarted server.
     return (
-        f"{secs}.M{usecs}P{os.getpid()}Q{next(_delivery_counter)}.{host or hostname_for_maildir()}"
+        f"{secs}.M{usecs}P{os.getpid()}Q{next(_delivery_counter)}"
+        f"R{os.urandom(4).hex()}.{host or hostname_for_maildir()}"
     )
 
 

@@ -3,7 +3,8 @@
 Run as ``python -m tests.store.crash_child <maildir> <seed>``.  Every
 acknowledged operation is printed (and flushed) only after its Deferred
 fired, i.e. after the store said it is on disk:
-``A <uid> <sha256>``, ``E <uid>``, ``F <uid>``.  The parent kills us with
+``A <uid> <sha256>``, ``E <uid>``, ``F <uid>``; before an expunge its intent,
+``e <uid>``, since that one may or may not be done when we are killed.  The parent kills us with
 SIGKILL somewhere in the middle.
 """
 
@@ -47,6 +48,10 @@ def main() -> None:
             out.write(f"F {uid}\n")
         else:
             uid = rng.choice(uids)
+            # The intent first: if we die during the expunge, the parent must
+            # accept the message either way.
+            out.write(f"e {uid}\n")
+            out.flush()
             box.expunge([uid])
             out.write(f"E {uid}\n")
         out.flush()
