@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from hypothesis import given
 from hypothesis import strategies as st
 
 from mailaccess.store import mutf7
 from mailaccess.store.model import InvalidMailboxName
+from tests.support.dovecot import Dovecot, require_dovecot
 
 # Pairs checked against Dovecot 2.3 (its lib-imap test vectors and the folder
 # names in tests/fixtures/dovecot) and the RFC's own example.
@@ -89,3 +92,39 @@ def test_decode_rejects_malformed_rfc3501_5_1_3(encoded: str, reason: str) -> No
 def test_encode_rejects_lone_surrogate() -> None:
     with pytest.raises(InvalidMailboxName, match="surrogate"):
         mutf7.encode("bad\ud800name")
+
+
+def test_dovecot_agrees_on_valid_and_invalid_names_rfc3501_5_1_3(tmp_path: Path) -> None:
+    """A real Dovecot stores our encoding as the folder name, and refuses the
+    spellings we refuse."""
+    require_dovecot()
+    import imaplib
+
+    # (Control characters are valid modified UTF-7 but Dovecot, like our
+    # Account, refuses them in mailbox names; that is name policy, not codec.)
+    valid = ["Entwürfe", "台北.日本語", "a&b", "📬 Post", "Ärger & Ölflecken"]
+    invalid = ["&AOk", "&AGE-", "&U,BTFw-&ZeVnLIqe-", "&AO/-", "&AOl-", "&2D0-"]
+    with Dovecot(tmp_path / "dovecot") as dovecot:
+        imap = imaplib.IMAP4("127.0.0.1", dovecot.ports["imap"])
+        try:
+            assert imap.login("alice", "secret")[0] == "OK"
+            for name in valid:
+                assert imap.create(f'"{mutf7.encode(name)}"')[0] == "OK", name
+            refused = []
+            for encoded in invalid:
+                with pytest.raises(InvalidMailboxName):
+                    mutf7.decode(encoded)
+                if imap.create(f'"{encoded}"')[0] != "OK":
+                    refused.append(encoded)
+        finally:
+            imap.logout()
+    root = dovecot.user_root("alice")
+    folders = {p.name for p in root.iterdir() if p.name.startswith(".") and p.is_dir()}
+    for name in valid:
+        # Maildir++: "." between levels on disk too.
+        assert "." + mutf7.encode(name) in folders, name
+    # The one difference: Dovecot 2.3 ignores non-zero padding bits, so it
+    # takes "&AOl-" as a second spelling of "é" ("&AOk-").  We refuse it: two
+    # spellings of one name would be two folders that LIST shows alike, and
+    # the second could never be opened by its decoded name.
+    assert refused == [name for name in invalid if name != "&AOl-"]
