@@ -15,8 +15,11 @@ against Twisted 26.10:
   (``&U,BTFw-&ZeVnLIqe-``), so two different byte strings name one mailbox.
 
 This module is strict instead: ``decode`` accepts exactly the strings
-``encode`` produces (the canonical form, which is also what Dovecot's
-``imap_utf7_is_valid`` accepts) and raises ``InvalidMailboxName`` otherwise.
+``encode`` produces (the canonical form) and raises ``InvalidMailboxName``
+otherwise.  Dovecot 2.3 refuses the same malformed names but one kind: it
+ignores non-zero padding bits, so it takes ``&AOl-`` as a second spelling of
+``é`` (``&AOk-``).  We refuse that too — a folder with such a name could not
+be opened by its decoded name — and the store skips it when listing.
 """
 
 from __future__ import annotations

@@ -14,6 +14,7 @@ from mailaccess.store.subscriptions import (
     set_subscribed,
     write_subscriptions,
 )
+from tests.support.dovecot import Dovecot, require_dovecot
 
 FIXTURE = Path(__file__).parent.parent / "fixtures" / "dovecot"
 
@@ -161,3 +162,31 @@ def test_committed_fixture_subscriptions() -> None:
 
     facts = json.loads((FIXTURE / "facts.json").read_text())
     assert read_subscriptions(path) == facts["subscriptions"]
+
+
+def test_interleaved_with_real_dovecot_rfc3501_6_3_6(tmp_path: Path) -> None:
+    """Dovecot and we change one subscriptions file in turns; nobody's change is lost."""
+    require_dovecot()
+    import imaplib
+
+    with Dovecot(tmp_path / "dovecot") as dovecot:
+        path = dovecot.user_root("alice") / "subscriptions"
+        imap = imaplib.IMAP4("127.0.0.1", dovecot.ports["imap"])
+        try:
+            assert imap.login("alice", "secret")[0] == "OK"
+            for name in ("Entw&APw-rfe", "A.B"):
+                assert imap.create(name)[0] == "OK"
+            assert imap.subscribe("Entw&APw-rfe")[0] == "OK"
+            assert set_subscribed(path, "A.B", True)
+            assert set_subscribed(path, "台北", True)  # need not exist (§6.3.6)
+            dovecot.hand_over(path)
+            assert imap.subscribe("INBOX")[0] == "OK"
+            assert imap.unsubscribe("Entw&APw-rfe")[0] == "OK"
+            status, lines = imap.lsub()
+            assert status == "OK"
+        finally:
+            imap.logout()
+    listed = [line.rsplit(b" ", 1)[1].decode().strip('"') for line in lines]
+    assert listed == ["A.B", "&U,BTFw-", "INBOX"]
+    assert read_subscriptions(path) == ["A.B", "台北", "INBOX"]
+    assert path.read_bytes() == b"V\t2\n\nA\tB\n&U,BTFw-\nINBOX\n"
