@@ -40,7 +40,7 @@ SPECIAL_USE_ATTRIBUTES = frozenset(
 class ServerConfig:
     """Identity and where the mail and the users live."""
 
-    hostname: str = "localhost"  # used in greetings and generated file names
+    hostname: str = "localhost"  # the name clients see in greetings
     mail_root: Path = Path("var/mail")  # one Maildir per user below it
     users_file: Path = Path("var/users")  # Dovecot passwd-file format
 
