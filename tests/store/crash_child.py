@@ -3,7 +3,7 @@
 Run as ``python -m tests.store.crash_child <maildir> <seed>``.  Every
 acknowledged operation is printed (and flushed) only after its Deferred
 fired, i.e. after the store said it is on disk:
-``A <uid> <sha256>``, ``E <uid>``, ``F <uid>``; before an expunge its intent,
+``A <uid> <sha256>``, ``E <uid>``, ``F <uid> <flag>``; before an expunge its intent,
 ``e <uid>``, since that one may or may not be done when we are killed.  The parent kills us with
 SIGKILL somewhere in the middle.
 """
@@ -44,8 +44,9 @@ def main() -> None:
             out.write(f"A {record.uid} {digest}\n")  # type: ignore[attr-defined]
         elif action < 0.85:
             uid = rng.choice(uids)
-            box.store_flags([uid], frozenset({rng.choice(["\\Seen", "\\Flagged", "kw"])}), "add")
-            out.write(f"F {uid}\n")
+            flag = rng.choice(["\\Seen", "\\Flagged", "kw"])
+            box.store_flags([uid], frozenset({flag}), "add")
+            out.write(f"F {uid} {flag}\n")
         else:
             uid = rng.choice(uids)
             # The intent first: if we die during the expunge, the parent must

@@ -1,7 +1,7 @@
 """Durability (DESIGN.md contract rule 9): kill -9 during a storm, reopen, check.
 
-Every acknowledged message must be there under its UID with its content; an
-acknowledged expunge stays done; no UID is reused or reassigned; a second
+Every acknowledged message must be there under its UID with its content and
+its acknowledged flags; an acknowledged expunge stays done; no UID is reused or reassigned; a second
 storm continues with higher UIDs.
 """
 
@@ -54,6 +54,7 @@ def test_kill_9_mid_storm_loses_nothing_acknowledged(tmp_path: Path) -> None:
     contents: dict[int, str] = {}  # every UID ever acknowledged -> its content hash
     expunged: set[int] = set()
     maybe_expunged: set[int] = set()  # in flight when the child was killed
+    flags: dict[int, set[str]] = {}
     highest_seen = 0
     for round_number, kill_after in enumerate((37, 5, 120, 63, 1)):
         lines = storm(path, seed=round_number, acknowledged=kill_after)
@@ -71,6 +72,9 @@ def test_kill_9_mid_storm_loses_nothing_acknowledged(tmp_path: Path) -> None:
                 expunged.add(uid)
             elif kind == "e":
                 maybe_expunged.add(uid)
+            elif kind == "F":
+                # Flags are only ever added, so an acknowledged one stays.
+                flags.setdefault(uid, set()).add(rest[0])
         if first_new_uid is not None:
             # The new storm continues above every UID acknowledged before.
             assert first_new_uid > highest_seen
@@ -85,6 +89,7 @@ def test_kill_9_mid_storm_loses_nothing_acknowledged(tmp_path: Path) -> None:
             if uid in maybe_expunged and uid not in present:
                 continue
             assert uid in present, f"acknowledged UID {uid} lost in round {round_number}"
+            assert flags.get(uid, set()) <= present[uid].flags, f"flags of {uid} lost"
             with box.open_message(uid) as f:
                 assert hashlib.sha256(f.read()).hexdigest() == digest, f"UID {uid} reassigned"
         assert box.uidnext > highest_seen

@@ -17,6 +17,7 @@ from mailaccess.store.mailbox import Mailbox
 from mailaccess.store.model import (
     ChangeEvent,
     FlagsChanged,
+    MailboxReset,
     MessageGone,
     MessageRecord,
     MessagesAdded,
@@ -474,3 +475,57 @@ def test_uidlist_compacted_on_open_keeps_uidnext(
     assert len(lines) == 2 and lines[1].startswith("10 :")
     assert " N11 " in lines[0] + " "
     assert box.uidnext == 11 and open_mailbox().uidnext == 11
+
+
+def test_copy_falls_back_to_copying_across_file_systems(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    source = open_mailbox("src")
+    target = open_mailbox("dst")
+    result_of(source.append(MSG, frozenset({"\\Flagged"}), 1_400_000_000.0))
+    real_link = os.link
+
+    def no_cross_device(src: object, dst: object) -> None:
+        if str(src).startswith(str(source.path)):
+            raise OSError(errno.EXDEV, "Invalid cross-device link")
+        real_link(src, dst)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mailbox_module.os, "link", no_cross_device)
+    assert result_of(source.copy([1], target)) == [(1, 1)]
+    copied = target.record(1)
+    assert copied is not None and copied.internal_date == 1_400_000_000.0
+    assert copied.flags == {"\\Flagged"}
+    assert os.stat(target.message_path(1)).st_ino != os.stat(source.message_path(1)).st_ino
+    with target.open_message(1) as f:
+        assert f.read() == maildir.to_lf(MSG)
+
+
+def test_27th_keyword_is_refused_and_nothing_changes(open_mailbox: Opener) -> None:
+    from mailaccess.store.keywords import TooManyKeywords
+
+    box = open_mailbox()
+    result_of(box.append(MSG, frozenset(f"k{i}" for i in range(26))))
+    names_before = cur_names(box)
+    error = failure_of(box.store_flags([1], frozenset({"one-too-many"}), "add"))
+    assert isinstance(error, TooManyKeywords)
+    assert cur_names(box) == names_before
+    assert box.record(1).flags == {f"k{i}" for i in range(26)}  # type: ignore[union-attr]
+    # An append with it fails without leaving anything behind either.
+    assert isinstance(failure_of(box.append(MSG, frozenset({"x"}))), TooManyKeywords)
+    assert cur_names(box) == names_before and os.listdir(box.path / "tmp") == []
+
+
+def test_uidvalidity_changed_by_another_program_resets_the_mailbox(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    result_of(box.append(MSG))
+    old_validity = box.uidvalidity
+    heard: list[ChangeEvent] = []
+    box.add_listener(heard.append)
+    # Another program lost the uidlist and started over with a new UIDVALIDITY.
+    (box.path / "dovecot-uidlist").write_text(f"3 V{old_validity + 7} N5 G00\n")
+    result_of(box.rescan())
+    assert heard == [MailboxReset("box", old_validity + 7)]
+    assert box.uidvalidity == old_validity + 7
+    # The messages are numbered afresh in the new UIDVALIDITY.
+    assert [r.uid for r in box.records()] == [5, 6] and box.uidnext == 7
