@@ -1,8 +1,8 @@
 """Durability (DESIGN.md contract rule 9): kill -9 during a storm, reopen, check.
 
 Every acknowledged message must be there under its UID with its content and
-its acknowledged flags; an acknowledged expunge stays done; no UID is reused or reassigned; a second
-storm continues with higher UIDs.
+its acknowledged flags; an acknowledged expunge stays done; no UID is reused
+or reassigned; a second storm continues with higher UIDs.
 """
 
 from __future__ import annotations
