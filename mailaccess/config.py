@@ -474,6 +474,7 @@ def _check_whole(source: Path, config: Config) -> None:
                 f"listen.{name}",
                 "an implicit-TLS listener needs tls.certificate and tls.private_key",
             )
+    _check_port_clashes(source, config.listen)
     limits = config.limits
     if limits.imap_idle_keepalive >= limits.imap_autologout:
         raise ConfigError(
@@ -488,3 +489,31 @@ def _check_whole(source: Path, config: Config) -> None:
             "auth.failed_login_max_delay",
             f"must be at least auth.failed_login_delay ({auth.failed_login_delay:g})",
         )
+
+
+def _check_port_clashes(source: Path, listen: ListenConfig) -> None:
+    """Two listeners on one TCP port would fail at start with a vaguer message."""
+    from twisted.internet import endpoints
+    from twisted.internet.testing import MemoryReactor
+
+    # Keyed by family too: whether tcp6 "::" also takes IPv4 depends on the
+    # system (bindv6only), so only same-family clashes are certain.
+    taken: dict[tuple[str, int, str], str] = {}
+    for field in attrs.fields(ListenConfig):
+        for description in getattr(listen, field.name):
+            endpoint = endpoints.serverFromString(MemoryReactor(), description)
+            # Twisted keeps these private; other endpoint kinds have none.
+            port = getattr(endpoint, "_port", None)
+            interface = getattr(endpoint, "_interface", None)
+            if not isinstance(port, int) or port == 0 or not isinstance(interface, str):
+                continue
+            family = type(endpoint).__name__
+            for (other_family, other_port, other_interface), owner in taken.items():
+                overlaps = interface == other_interface or "" in (interface, other_interface)
+                if (family, port) == (other_family, other_port) and overlaps:
+                    raise ConfigError(
+                        source,
+                        f"listen.{field.name}",
+                        f"{description!r} uses port {port}, which {owner} already uses",
+                    )
+            taken[(family, port, interface)] = f"listen.{field.name} ({description!r})"

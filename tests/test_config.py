@@ -285,3 +285,21 @@ def test_every_key_appears_in_the_example() -> None:
     missing = set(all_keys()) - seen - {"mailboxes.auto_create"}
     assert not missing
     assert "[mailboxes.auto_create]" in text
+
+
+def test_two_listeners_on_one_port(tmp_path: Path) -> None:
+    error = error_of(
+        tmp_path, '[listen]\nimap = "tcp:1143:interface=127.0.0.1"\npop3 = "tcp:1143"\n'
+    )
+    assert error.key == "listen.pop3"
+    assert "port 1143, which listen.imap ('tcp:1143:interface=127.0.0.1') already uses" in str(
+        error
+    )
+    # Same port on two different addresses is fine.
+    load_config(
+        write(
+            tmp_path,
+            '[listen]\nimap = "tcp:1143:interface=127.0.0.1"\n'
+            'pop3 = "tcp:1143:interface=127.0.0.2"\n',
+        )
+    )
