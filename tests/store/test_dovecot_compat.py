@@ -361,7 +361,7 @@ def test_our_maildir_served_by_dovecot_rfc3501_2_3_1_1(tmp_path: Path) -> None:
             imap.logout()
         their_uidls = pop3_uidls(dovecot)
     assert theirs == ours
-    assert their_subscriptions == subscriptions
+    assert sorted(their_subscriptions) == sorted(subscriptions)  # LSUB order is its own
     # Dovecot's POP3 lists \Deleted messages too; ours leaves them out
     # (DESIGN.md rule 1), so compare the unique-ids of every message.
     assert their_uidls == our_uidls
@@ -528,3 +528,46 @@ def test_dovecot_rename_keeps_uidvalidity_for_us_rfc3501_6_3_5(tmp_path: Path) -
     renamed = result_of(open_account(mail_root).mailbox("Alt.2024"))
     assert renamed.uidvalidity == uidvalidity  # RFC 3501 §6.3.5: a rename is no re-create
     assert [r.uid for r in renamed.records()] == uids == appended["Archive.2024"]
+
+
+def test_migrate_from_dovecot_and_back_rfc3501_2_3_1_1(tmp_path: Path) -> None:
+    """A Dovecot Maildir, used by mailaccess for a while, goes back to Dovecot:
+    Dovecot shows our changes and every untouched message as it was."""
+    require_dovecot()
+    mail_root = tmp_path / "mail"
+    install_fixture(mail_root)
+    account = open_account(mail_root)
+    inbox = result_of(account.mailbox("INBOX"))
+    facts_inbox = FACTS["mailboxes"]["INBOX"]
+    first_uid = facts_inbox["messages"][0]["uid"]
+    result_of(inbox.store_flags([first_uid], frozenset({"$Junk", "\\Flagged"}), "add"))
+    added = result_of(inbox.append(b"Subject: while on mailaccess\r\n\r\nHi.\r\n", frozenset()))
+    assert added.uid == facts_inbox["uidnext"]  # RFC 3501 §2.3.1.1: next UID, no reuse
+    account.subscribe("Archive")
+    ours = {
+        name: {
+            "uidvalidity": result_of(account.mailbox(name)).uidvalidity,
+            "uidnext": result_of(account.mailbox(name)).uidnext,
+            "messages": [
+                {k: v for k, v in our_view(r).items() if k != "size"}
+                for r in result_of(account.mailbox(name)).records()
+            ],
+        }
+        for name in FACTS["mailboxes"]
+    }
+    with Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=mail_root) as dovecot:
+        imap = imap_login(dovecot)
+        try:
+            theirs = {name: imap_mailbox(imap, name) for name in FACTS["mailboxes"]}
+            subscriptions = imap_subscriptions(imap)
+        finally:
+            imap.logout()
+        uidls = pop3_uidls(dovecot)
+    assert theirs == ours
+    for name, box in FACTS["mailboxes"].items():
+        assert theirs[name]["uidvalidity"] == box["uidvalidity"]
+    assert sorted(subscriptions) == sorted([*FACTS["subscriptions"], "Archive"])
+    # Clients' POP3 caches stay valid: old unique-ids unchanged, one new.
+    assert uidls == [pop["uidl"] for pop in FACTS["pop3"]] + [
+        DOVECOT_UIDL.unique_id(added.uid, inbox.uidvalidity, added.base)
+    ]
