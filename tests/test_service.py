@@ -464,3 +464,39 @@ def test_mail_server_fixture_fails_a_test_whose_server_logged_a_traceback(
     result = pytester.runpytest_subprocess("-p", "no:cacheprovider")
     result.assert_outcomes(passed=2, errors=1)
     result.stdout.fnmatch_lines(["*ERROR at teardown of test_server_crashed*"])
+
+
+def test_twistd_daemon_mode_pidfile_and_logfile(tmp_path: Path) -> None:
+    # Without -n twistd daemonizes: the command returns, the pid file names
+    # the daemon, the log goes to --logfile, SIGTERM ends it and the pid file
+    # goes away -- as twistd users expect.
+    import time
+
+    assert cli_main(["init", str(tmp_path / "s"), *[f"--listen={p}=" for p in
+                     ("imap", "imaps", "pop3", "pop3s", "lmtp")]]) == 0  # fmt: skip
+    pid_file, log_file = tmp_path / "mailaccess.pid", tmp_path / "mailaccess.log"
+    result = subprocess.run(
+        twistd_command(
+            f"--pidfile={pid_file}",
+            f"--logfile={log_file}",
+            "mailaccess",
+            f"--config={tmp_path / 's/mailaccess.toml'}",
+        ),
+        cwd=tmp_path,
+        env=subprocess_env(),
+        capture_output=True,
+        text=True,
+        timeout=60,
+    )
+    assert result.returncode == 0, result.stderr
+    deadline = time.monotonic() + 30
+    while "mailaccess ready" not in (log_file.read_text() if log_file.exists() else ""):
+        assert time.monotonic() < deadline, "daemon did not start"
+        time.sleep(0.05)
+    pid = int(pid_file.read_text())
+    os.kill(pid, signal.SIGTERM)
+    while pid_file.exists():
+        assert time.monotonic() < deadline + 30, "daemon did not stop"
+        time.sleep(0.05)
+    assert "Server Shut Down." in log_file.read_text()
+    assert "Traceback" not in log_file.read_text()
