@@ -374,12 +374,7 @@ class Mailbox(IMailbox):
                 record = self.record(uid)
                 if record is None:
                     continue
-                if mode == "add":
-                    new = record.flags | wanted
-                elif mode == "remove":
-                    new = record.flags - wanted
-                else:
-                    new = wanted
+                new = _changed_flags(record.flags, wanted, mode)
                 if new != record.flags:
                     targets.append((record, intern_flags(new)))
             if not targets:
@@ -394,16 +389,29 @@ class Mailbox(IMailbox):
             try:
                 for record, new in targets:
                     old_name = self._filename(record)
-                    new_name = self._canonical_name(record.base, new, self._odd_extra(record))
+                    extra = self._odd_extra(record)
+                    new_name = self._canonical_name(record.base, new, extra)
                     try:
                         self._expect("cur", old_name, new_name)
                         os.rename(self._cur / old_name, self._cur / new_name)
                     except FileNotFoundError:
-                        # Gone or renamed by another program: the rescan
-                        # will report what happened to it instead.
-                        continue
+                        # Renamed by another program (mutt set a flag) since
+                        # we looked: apply our change to the flags it has now.
+                        found = self._find_file(record.base)
+                        if found is None:
+                            continue  # removed: the next rescan reports it
+                        _, letters = split_filename(found)
+                        current, extra = letters_to_flags(letters or "", self._keywords.by_letter)
+                        new = _changed_flags(current, wanted, mode)
+                        new_name = self._canonical_name(record.base, new, extra)
+                        old_name = found
+                        if new_name != found:
+                            self._expect("cur", found, new_name)
+                            os.rename(self._cur / found, self._cur / new_name)
+                        if new == record.flags:
+                            continue
                     done.append((old_name, new_name))
-                    odd = new_name if self._odd_extra(record) else None
+                    odd = new_name if extra else None
                     result.append((record.uid, new, odd))
                 if done:
                     fsync_dir(self._cur)
@@ -1014,6 +1022,15 @@ class Mailbox(IMailbox):
         for uid in gone:
             self._odd_names.pop(uid, None)
             self._recent.discard(uid)
+
+
+def _changed_flags(current: Flags, flags: Flags, mode: FlagMode) -> Flags:
+    """RFC 3501 §6.4.6: FLAGS (replace), +FLAGS (add), -FLAGS (remove)."""
+    if mode == "add":
+        return intern_flags(current | flags)
+    if mode == "remove":
+        return intern_flags(current - flags)
+    return flags
 
 
 def _link_or_copy(source: Path, target: Path) -> None:

@@ -169,14 +169,15 @@ def write_file_durably(path: Path, data: bytes, mtime: float | None = None) -> N
         while view:
             written = os.write(fd, view)
             view = view[written:]
+        if mtime is not None:
+            # Before the fsync, so the INTERNALDATE is as durable as the body.
+            os.utime(fd, (mtime, mtime))
         os.fsync(fd)
     except BaseException:
         os.close(fd)
         _unlink_quietly(path)
         raise
     os.close(fd)
-    if mtime is not None:
-        os.utime(path, (mtime, mtime))
 
 
 def atomic_write(path: Path, data: bytes) -> None:

@@ -529,3 +529,13 @@ def test_uidvalidity_changed_by_another_program_resets_the_mailbox(open_mailbox:
     assert box.uidvalidity == old_validity + 7
     # The messages are numbered afresh in the new UIDVALIDITY.
     assert [r.uid for r in box.records()] == [5, 6] and box.uidnext == 7
+
+
+def test_store_flags_on_a_file_another_program_just_renamed(open_mailbox: Opener) -> None:
+    box = open_mailbox()
+    record = result_of(box.append(MSG))
+    # mutt marked it \Seen; we have not rescanned yet.
+    os.rename(box.message_path(1), box.path / "cur" / f"{record.base}:2,S")
+    changes = result_of(box.store_flags([1], frozenset({"\\Flagged"}), "add"))
+    assert changes == {1: {"\\Flagged", "\\Seen"}}
+    assert cur_names(box) == [f"{record.base}:2,FS"]
