@@ -25,7 +25,7 @@ from collections.abc import Iterable, Sequence
 
 import attrs
 
-from mailaccess.imap.lexer import is_atom
+from mailaccess.imap.lexer import ParseError, is_atom
 from mailaccess.imap.sequence import compact_sequence_set
 
 __all__ = [
@@ -38,6 +38,7 @@ __all__ = [
     "encode_astring",
     "encode_flags",
     "encode_string",
+    "error_response",
     "format_internaldate",
     "literal_header",
     "sequence_set_atom",
@@ -259,3 +260,15 @@ def continuation(text: str | bytes = "Ready", base64_data: bool = False) -> byte
     if isinstance(text, bytes):
         text = text.decode("utf-8", "replace")
     return b"+ " + _text(text, None) + b"\r\n"
+
+
+def error_response(error: ParseError) -> bytes:
+    """The ``BAD`` answer to a command that did not parse (RFC 3501 §7.1.3).
+
+    Tagged when the tag could be read, untagged (``* BAD``) otherwise; the
+    error's response code, if any, goes in brackets (``[TOOBIG]``).
+    """
+    code = ResponseCode(error.code) if error.code else None
+    if error.tag is None:
+        return untagged_status("BAD", error.reason, code)
+    return tagged(error.tag, "BAD", error.reason, code)

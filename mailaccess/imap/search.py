@@ -25,6 +25,7 @@ from mailaccess.imap.sequence import SequenceSet, read_sequence_set
 
 __all__ = [
     "SUPPORTED_CHARSETS",
+    "All",
     "And",
     "Date",
     "Flag",

@@ -16,6 +16,7 @@ from mailaccess.imap.response import (
     encode_astring,
     encode_flags,
     encode_string,
+    error_response,
     format_internaldate,
     literal_header,
     sequence_set_atom,
@@ -174,3 +175,14 @@ def test_internaldate_parses_back_rfc3501_9() -> None:
     when = datetime.datetime(2026, 11, 5, 23, 59, 1, tzinfo=tz)
     encoded = format_internaldate(when)
     assert parse_date_time(Reader([encoded]).quoted()) == when
+
+
+def test_error_response_tagged_or_untagged_rfc3501_7_1_3() -> None:
+    from mailaccess.imap.lexer import ParseError
+
+    assert error_response(ParseError("unknown command FROB", "a1")) == (
+        b"a1 BAD unknown command FROB\r\n"
+    )
+    assert error_response(ParseError("line too long", None, "TOOBIG")) == (
+        b"* BAD [TOOBIG] line too long\r\n"
+    )
