@@ -179,7 +179,7 @@ class Account(IAccount):
             self._opening[name].append(waiting)
             return waiting
         self._opening[name] = [waiting]
-        d = Mailbox.open(
+        mailbox = Mailbox(
             name,
             self._path(name),
             self._clock,
@@ -187,15 +187,24 @@ class Account(IAccount):
             self._run_in_thread,
             folder=name != "INBOX",
         )
+        # Watch before the first scan, so nothing delivered meanwhile is
+        # missed; a folder without cur/ new/ yet is watched once they exist.
+        watched_early = self._watch is not None and _has_maildir_dirs(mailbox.path)
+        if watched_early:
+            self._watch.watch(mailbox)
+        d = mailbox.load()
 
         def opened(mailbox: Mailbox) -> None:
             self._open[name] = mailbox
-            if self._watch is not None:
+            if self._watch is not None and not watched_early:
                 self._watch.watch(mailbox)
+                mailbox.schedule_rescan()  # what arrived before the watch
             for w in self._opening.pop(name):
                 w.callback(mailbox)
 
         def failed(failure: Any) -> None:
+            if watched_early:
+                self._watch.unwatch(mailbox)
             for w in self._opening.pop(name):
                 w.errback(failure)
 
@@ -443,6 +452,10 @@ class Account(IAccount):
             atomic_write(self.root / SPECIAL_USE_FILE, text.encode("utf-8"))
         except OSError as exc:
             raise disk_error(exc, "record special-use folders") from exc
+
+
+def _has_maildir_dirs(path: Path) -> bool:
+    return (path / "cur").is_dir() and (path / "new").is_dir()
 
 
 def _holding(locks: list[DeferredLock], run: Callable[[], Deferred[None]]) -> Deferred[None]:

@@ -186,13 +186,19 @@ class Mailbox(IMailbox):
         folder: bool = True,
     ) -> Deferred[Mailbox]:
         """Open (creating cur/new/tmp if missing) and index the folder at *path*."""
-        mailbox = cls(name, path, clock, new_uidvalidity, run_in_thread, folder)
-        mailbox._opened_at = mailbox._clock.seconds()
+        return cls(name, path, clock, new_uidvalidity, run_in_thread, folder).load()
+
+    def load(self) -> Deferred[Mailbox]:
+        """Index the folder (once, right after construction); fires with self.
+
+        A watch set up before this sees every change made during the scan.
+        """
+        self._opened_at = self._clock.seconds()
 
         def opened(_: None) -> Mailbox:
-            return mailbox
+            return self
 
-        return mailbox._locked(mailbox._open_work, mailbox._apply_sync).addCallback(opened)
+        return self._locked(self._open_work, self._apply_sync).addCallback(opened)
 
     def _open_work(self) -> _SyncResult:
         from mailaccess.store.cache import MetadataCache
