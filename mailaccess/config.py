@@ -211,6 +211,8 @@ def _build_section(
             problem = check(converted)
             if problem:
                 raise ConfigError(source, dotted, problem)
+        if dotted == "mailboxes.auto_create":
+            converted = {name: _special_use(a) for name, a in converted.items()}
         values[key] = converted
     for key, field in fields.items():
         # Defaults that are relative paths follow the same rule as written ones.
@@ -382,12 +384,15 @@ def _auto_create(value: dict[str, str]) -> str | None:
     for name, attribute in value.items():
         if not name:
             return "folder names must not be empty"
-        normal = attribute if attribute.startswith("\\") else "\\" + attribute
-        if normal not in SPECIAL_USE_ATTRIBUTES:
+        if _special_use(attribute) not in SPECIAL_USE_ATTRIBUTES:
             wanted = ", ".join(sorted(a[1:] for a in SPECIAL_USE_ATTRIBUTES))
             return f"{name!r}: expected an RFC 6154 special use ({wanted}), got {attribute!r}"
-        value[name] = normal
     return None
+
+
+def _special_use(attribute: str) -> str:
+    """``Sent`` and ``\\Sent`` both mean the RFC 6154 attribute ``\\Sent``."""
+    return attribute if attribute.startswith("\\") else "\\" + attribute
 
 
 def _expire(value: int | str) -> str | None:

@@ -64,7 +64,9 @@ def build_context(config: Config, reactor: Any, tls: ServerTLS | None) -> Server
     from mailaccess.auth.login import make_authenticator
     from mailaccess.store.account import Store
 
-    config.server.mail_root.mkdir(parents=True, exist_ok=True)
+    # The mail root is not created here: this runs before twistd drops to
+    # --uid, and a root-owned directory would lock the mail user out.  The
+    # store creates what it needs at first login, as the mail user.
     store = Store(config.server.mail_root, config.mailboxes, reactor)
     authenticator = make_authenticator(config, store, reactor)
     return ServerContext(
