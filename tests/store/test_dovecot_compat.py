@@ -571,3 +571,69 @@ def test_migrate_from_dovecot_and_back_rfc3501_2_3_1_1(tmp_path: Path) -> None:
     assert uidls == [pop["uidl"] for pop in FACTS["pop3"]] + [
         DOVECOT_UIDL.unique_id(added.uid, inbox.uidvalidity, added.base)
     ]
+
+
+# --- both at once -------------------------------------------------------------------
+
+
+def _message_id(data: bytes) -> str:
+    return _item(rb"Message-ID: <([^>]+)>", data).decode()
+
+
+def test_concurrent_appends_with_live_dovecot_rfc3501_2_3_1_1(tmp_path: Path) -> None:
+    """Dovecot (IMAP APPEND) and our store append to one INBOX at the same time:
+    under dovecot-uidlist.lock every message gets one UID, both agree on it,
+    and no UID is given twice."""
+    require_dovecot()
+    import threading
+
+    # As root, the block below runs as Dovecot's mail user, who cannot read
+    # this Python's library directory: import lazily imported modules now.
+    import mailaccess.store.cache
+    import mailaccess.store.mime  # noqa: F401
+
+    count = 25
+    mail_root = tmp_path / "mail"
+    with Dovecot(tmp_path / "dovecot", users={USER: PASSWORD}, mail_root=mail_root) as dovecot:
+        with dovecot.as_mail_user():
+            inbox = result_of(open_account(mail_root).mailbox("INBOX"))
+        errors: list[BaseException] = []
+
+        def dovecot_appends() -> None:
+            try:
+                imap = imap_login(dovecot)
+                for n in range(count):
+                    message = f"Message-ID: <dovecot-{n}@x>\r\nSubject: d{n}\r\n\r\nD.\r\n"
+                    assert imap.append("INBOX", None, None, message.encode())[0] == "OK"
+                imap.logout()
+            except BaseException as e:  # reported by the main thread
+                errors.append(e)
+
+        thread = threading.Thread(target=dovecot_appends)
+        thread.start()
+        with dovecot.as_mail_user():
+            for n in range(count):
+                message = f"Message-ID: <ours-{n}@x>\r\nSubject: o{n}\r\n\r\nO.\r\n"
+                result_of(inbox.append(message.encode()))
+        thread.join(120)
+        assert not errors, errors
+        with dovecot.as_mail_user():
+            result_of(inbox.rescan())
+        imap = imap_login(dovecot)
+        try:
+            assert imap.select("INBOX", readonly=True)[0] == "OK"
+            status, data = imap.uid("FETCH", "1:*", "(UID BODY.PEEK[HEADER.FIELDS (MESSAGE-ID)])")
+            assert status == "OK", data
+        finally:
+            imap.logout()
+    theirs = {
+        _message_id(part[1]): int(_item(rb"UID (\d+)", part[0]))
+        for part in data
+        if isinstance(part, tuple)
+    }
+    ours = {}
+    for record in inbox.records():
+        with inbox.open_message(record.uid) as stream:
+            ours[_message_id(stream.read())] = record.uid
+    assert len(ours) == 2 * count
+    assert ours == theirs

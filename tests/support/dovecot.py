@@ -17,6 +17,7 @@ file belongs to the user running the tests.
 
 from __future__ import annotations
 
+import contextlib
 import datetime
 import grp
 import os
@@ -28,7 +29,7 @@ import subprocess
 import sys
 import tempfile
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
 from pathlib import Path
 from types import TracebackType
 
@@ -227,6 +228,26 @@ class Dovecot:
     def mail_gid(self) -> int:
         """The gid Dovecot reads and writes mail as."""
         return self._accounts()[3]
+
+    @contextlib.contextmanager
+    def as_mail_user(self) -> Iterator[None]:
+        """Run the block with Dovecot's mail uid/gid as the effective ids.
+
+        For tests that run our store *while* Dovecot works on the same files:
+        as root, files our store created would be unreadable to Dovecot's mail
+        processes.  Keep the block short (pytest itself cannot write as that
+        user).  A no-op when not root.
+        """
+        if os.geteuid() != 0:
+            yield
+            return
+        os.setegid(self.mail_gid)
+        os.seteuid(self.mail_uid)
+        try:
+            yield
+        finally:
+            os.seteuid(0)
+            os.setegid(0)
 
     def hand_over(self, path: Path | None = None) -> None:
         """Give *path* (default: the whole mail root) to Dovecot's mail user.
