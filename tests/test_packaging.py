@@ -122,9 +122,12 @@ def test_make_run_first_run_sets_up_and_serves(tmp_path: Path) -> None:
     shutil.copy(ROOT / "Makefile", project / "Makefile")
     venv = tmp_path / "venv"
     venv.mkdir()
-    (venv / ".installed-run").touch()
+    stamp = venv / ".installed-run"
+    stamp.touch()
     process = subprocess.Popen(
-        ["make", "run", f"VENV={venv}", f"BIN={Path(sys.executable).parent}"],
+        # -o: never remake the install stamp.  A `pip install -e` of this copy
+        # into the test venv would point it at a temp dir for everyone.
+        ["make", "-o", str(stamp), "run", f"VENV={venv}", f"BIN={Path(sys.executable).parent}"],
         cwd=project,
         stdout=subprocess.PIPE,
         stderr=subprocess.STDOUT,
