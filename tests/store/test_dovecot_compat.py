@@ -637,3 +637,18 @@ def test_concurrent_appends_with_live_dovecot_rfc3501_2_3_1_1(tmp_path: Path) ->
             ours[_message_id(stream.read())] = record.uid
     assert len(ours) == 2 * count
     assert ours == theirs
+
+
+def test_require_dovecot_skips_with_a_reason(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Where Dovecot is missing, live tests skip saying what to install."""
+    import tests.support.dovecot as harness
+
+    monkeypatch.setattr(harness.shutil, "which", lambda name: None)
+    monkeypatch.setattr(harness, "_binary_exists", lambda name: False)
+    with pytest.raises(pytest.skip.Exception, match="apt-get install dovecot-imapd"):
+        harness.require_dovecot()
+    monkeypatch.undo()
+    monkeypatch.setattr(harness, "_LIBEXEC", Path("/nonexistent/dovecot"))
+    if harness.shutil.which("dovecot") or Path("/usr/sbin/dovecot").exists():
+        with pytest.raises(pytest.skip.Exception, match="install dovecot-imapd"):
+            harness.require_dovecot()

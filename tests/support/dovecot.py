@@ -60,7 +60,7 @@ class DovecotError(RuntimeError):
 def dovecot_missing_reason() -> str | None:
     """Why a real Dovecot cannot be run here, or None if it can."""
     for binary in _BINARIES:
-        if shutil.which(binary) is None and not Path("/usr/sbin", binary).exists():
+        if shutil.which(binary) is None and not _binary_exists(binary):
             return (
                 f"Dovecot is not installed ({binary!r} not found); "
                 "apt-get install dovecot-imapd dovecot-pop3d dovecot-lmtpd"
@@ -72,6 +72,11 @@ def dovecot_missing_reason() -> str | None:
                 f"apt-get install dovecot-{daemon}d"
             )
     return None
+
+
+def _binary_exists(name: str) -> bool:
+    # /usr/sbin is not on every user's PATH.
+    return Path("/usr/sbin", name).exists()
 
 
 def require_dovecot() -> None:
