@@ -302,8 +302,8 @@ def add_demo_user(config: Config, name: str) -> str:
     if any(e.user == name for e in entries):
         raise CommandError(f"user {name!r} exists already in {path}")
     password = secrets.token_urlsafe(12)
-    entries.append(passwd.UserEntry(user=name, password=schemes.hash_password(password)))
-    passwd.write_users(path, entries)
+    entries.append(passwd.UserEntry(user=name, password=_hash(schemes, password, "ARGON2ID")))
+    _write_users(passwd, path, entries)
     write_demo_messages(config.server.mail_root / name, time.time())
     assert config.source is not None
     write_private(config.source.parent / "demo-password", f"{password}\n".encode(), 0o600)
@@ -438,6 +438,20 @@ def _read_password(args: argparse.Namespace) -> str:
     return password
 
 
+def _hash(schemes: Any, password: str, scheme: str) -> str:
+    try:
+        return str(schemes.hash_password(password, scheme))
+    except ValueError as e:  # SchemeError: unknown scheme, NUL, too long...
+        raise CommandError(f"{e}; nothing changed") from None
+
+
+def _write_users(passwd: Any, path: Path, entries: list[Any]) -> None:
+    try:
+        passwd.write_users(path, entries)
+    except ValueError as e:  # an entry the passwd-file format cannot hold
+        raise CommandError(f"{path}: {e}; nothing changed") from None
+
+
 def _read_users_strict(passwd: Any, path: Path) -> list[Any]:
     """The entries of *path*; refuse to go on if some lines are malformed.
 
@@ -462,9 +476,9 @@ def cmd_user_add(args: argparse.Namespace, out: TextIO) -> int:
     entries = _read_users_strict(passwd, path)
     if any(e.user == args.name for e in entries):
         raise CommandError(f"user {args.name!r} exists already in {path}; use `user passwd`")
-    hashed = schemes.hash_password(_read_password(args), args.scheme)
+    hashed = _hash(schemes, _read_password(args), args.scheme)
     entries.append(passwd.UserEntry(user=args.name, password=hashed))
-    passwd.write_users(path, entries)
+    _write_users(passwd, path, entries)
     print(f"added user {args.name} to {path}", file=out)
     return 0
 
@@ -479,9 +493,9 @@ def cmd_user_passwd(args: argparse.Namespace, out: TextIO) -> int:
     entries = _read_users_strict(passwd, path)
     for i, entry in enumerate(entries):
         if entry.user == args.name:
-            hashed = schemes.hash_password(_read_password(args), args.scheme)
+            hashed = _hash(schemes, _read_password(args), args.scheme)
             entries[i] = attrs.evolve(entry, password=hashed)
-            passwd.write_users(path, entries)
+            _write_users(passwd, path, entries)
             print(f"changed the password of {args.name}", file=out)
             return 0
     raise CommandError(f"no user {args.name!r} in {path}")
@@ -496,7 +510,7 @@ def cmd_user_del(args: argparse.Namespace, out: TextIO) -> int:
     kept = [e for e in entries if e.user != args.name]
     if len(kept) == len(entries):
         raise CommandError(f"no user {args.name!r} in {path}")
-    passwd.write_users(path, kept)
+    _write_users(passwd, path, kept)
     print(
         f"removed user {args.name} from {path} "
         f"(their mail under {config.server.mail_root} is kept)",

@@ -350,3 +350,32 @@ def test_init_demo_user_with_mail(tmp_path: Path, auth: tuple) -> None:
     # The mtime is the message's date (INTERNALDATE), oldest first.
     mtimes = [p.stat().st_mtime for p in delivered]
     assert mtimes == sorted(mtimes)
+
+
+def test_user_add_unknown_scheme_one_line(setup_dir: Path, auth: tuple) -> None:
+    result = run(
+        "user", "add", "kim", "--password-stdin", "--scheme", "MD5-NOPE", config_of(setup_dir),
+        input="x\n",
+    )  # fmt: skip
+    assert result.returncode == 1
+    assert len(result.stderr.splitlines()) == 1, result.stderr
+    assert "MD5-NOPE" in result.stderr
+    assert "nothing changed" in result.stderr
+    assert (setup_dir / "users").read_text() == ""
+
+
+def test_user_add_other_schemes_verify(setup_dir: Path, auth: tuple) -> None:
+    passwd, schemes = auth
+    for i, scheme in enumerate(("BLF-CRYPT", "SHA512-CRYPT", "SHA256-CRYPT")):
+        result = run(
+            "user", "add", f"u{i}", "--password-stdin", "--scheme", scheme, config_of(setup_dir),
+            input="pw\n",
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+    entries, _ = passwd.read_users(setup_dir / "users")
+    assert [e.password.split("}")[0] for e in entries] == [
+        "{BLF-CRYPT",
+        "{SHA512-CRYPT",
+        "{SHA256-CRYPT",
+    ]
+    assert all(schemes.verify_password(e.password, "pw") for e in entries)
