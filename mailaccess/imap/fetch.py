@@ -16,6 +16,7 @@ import re
 import attrs
 
 from mailaccess.imap.lexer import MAX_NUMBER, Reader
+from mailaccess.imap.response import encode_astring
 
 __all__ = ["FetchAttribute", "FetchBody", "FetchItem", "Section", "read_fetch_attributes"]
 
@@ -46,9 +47,12 @@ class Section:
         spec = ".".join(str(n) for n in self.part)
         if self.text is not None:
             spec = f"{spec}.{self.text}" if spec else self.text
+        out = spec.encode("ascii")
         if self.text in ("HEADER.FIELDS", "HEADER.FIELDS.NOT"):
-            spec += " (" + " ".join(self.fields) + ")"
-        return spec.encode("ascii")
+            # Echoed as astrings: "A:B" must come back quoted (RFC 3501 §7.4.2).
+            names = (encode_astring(f.encode("latin-1")) for f in self.fields)
+            out += b" (" + b" ".join(names) + b")"
+        return out
 
 
 @attrs.frozen
@@ -214,10 +218,7 @@ def _read_header_list(reader: Reader) -> tuple[str, ...]:
     while reader.maybe(0x20):
         names.append(reader.astring("a header field name"))
     reader.skip(0x29, '")" to close the header field list')
-    out = []
-    for raw in names:
-        # RFC 5322 §3.6.8: field names are printable ASCII except ":".
-        if not raw or any(c < 33 or c > 126 or c == 58 for c in raw):
-            raise reader.error("invalid header field name")
-        out.append(raw.decode("ascii").upper())
-    return tuple(out)
+    # RFC 3501 §9 allows any astring; a name no header can have (with ":" or SP)
+    # simply matches nothing, as Dovecot does too.  Names are upper-cased
+    # octet-wise (ASCII only) and kept losslessly as latin-1 text.
+    return tuple(raw.upper().decode("latin-1") for raw in names)

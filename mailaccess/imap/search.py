@@ -215,11 +215,10 @@ def _read_key(reader: Reader, encoding: str, depth: int) -> SearchKey:
         return Date(op, read_date(reader), sent)
     if word == "HEADER":
         reader.sp()
-        field = reader.astring("a header field name")
-        if not field or any(b < 33 or b > 126 or b == 58 for b in field):
-            raise reader.error("invalid header field name in HEADER search key")
+        # header-fld-name is any astring (RFC 3501 §9); impossible names match nothing.
+        field = reader.astring("a header field name").upper().decode("latin-1")
         reader.sp()
-        return Header(field.decode("ascii").upper(), _text(reader, encoding))
+        return Header(field, _text(reader, encoding))
     if word in ("KEYWORD", "UNKEYWORD"):
         reader.sp()
         flag = Flag(reader.atom("a keyword").decode("ascii"))

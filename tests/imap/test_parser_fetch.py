@@ -102,7 +102,6 @@ def test_partial_rfc3501_6_4_5() -> None:
         b"BODY[FOO]",
         b"BODY[HEADER.FIELDS]",
         b"BODY[HEADER.FIELDS ()]",
-        b"BODY[HEADER.FIELDS (a:b)]",
         b"BODY[]<>",
         b"BODY[]<1>",
         b"BODY[]<1.0>",  # a zero-length partial is not an nz-number
@@ -147,3 +146,11 @@ def test_response_name_drops_peek_and_length_rfc3501_7_4_2() -> None:
 def test_fetch_error_is_parse_error_type() -> None:
     with pytest.raises(ParseError):
         parse(b"a FETCH 1 BODY[\r\n")
+
+
+def test_header_field_names_are_any_astring_rfc3501_9() -> None:
+    # Like Dovecot: accepted, upper-cased, echoed quoted when not an atom.
+    (body,) = items(b'BODY.PEEK[HEADER.FIELDS (a:b "x y" {3}\r\nfoo)]')
+    assert isinstance(body, FetchBody)
+    assert body.section.fields == ("A:B", "X Y", "FOO")
+    assert body.response_name() == b'BODY[HEADER.FIELDS (A:B "X Y" FOO)]'
