@@ -97,6 +97,12 @@ def _advance(root: Path, current: int) -> int | None:
     """Rename the marker from *current* upward; the value won, or None."""
     for _attempt in range(_RENAME_RETRIES):
         following = _successor(current)
+        if _marker(root, following).exists():
+            # A second marker (left by two processes starting the counter at
+            # once): rename() would silently replace it and hand out its
+            # value again.  Climb past it instead.
+            current = following
+            continue
         try:
             os.rename(_marker(root, current), _marker(root, following))
         except FileNotFoundError:
@@ -139,6 +145,14 @@ def _create_first(root: Path, now: Callable[[], float]) -> int | None:
             f"cannot start the UIDVALIDITY counter in {root}: {e.strerror}"
         ) from e
     os.close(fd)
+    # Another process may have started the counter at another second just
+    # now.  Both values are taken and distinct; keep only the highest marker
+    # so the next step cannot climb from the lower one onto the higher.
+    found = _scan(root)
+    for other in found:
+        if other < max(found):
+            with contextlib.suppress(FileNotFoundError):
+                _marker(root, other).unlink()
     return value
 
 

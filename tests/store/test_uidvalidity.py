@@ -134,3 +134,32 @@ def test_interleaved_with_real_dovecot_rfc3501_2_3_1_1(tmp_path: Path) -> None:
     assert seen == sorted(seen)
     assert len(set(seen)) == len(seen)
     # (Not contiguous: Dovecot also takes values for mailboxes it opens, e.g. INBOX.)
+
+
+def test_never_climbs_onto_a_second_marker_rfc3501_2_3_1_1(tmp_path: Path) -> None:
+    # Two markers (a start race at different seconds) and a hint at the lower
+    # one: renaming .10 over .11 would hand out 0x11 a second time.
+    (tmp_path / "dovecot-uidvalidity").write_bytes(b"00000010")
+    (tmp_path / "dovecot-uidvalidity.00000010").touch()
+    (tmp_path / "dovecot-uidvalidity.00000011").touch()
+    assert next_uidvalidity(tmp_path, now=clock) == 0x12
+
+
+def test_counter_start_race_keeps_one_marker(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    import mailaccess.store.uidvalidity as module
+
+    # Another process creates its first marker (a later second) between our
+    # scan and our create.
+    real_create = module._create_first
+
+    def racing_create(root: Path, now: object) -> int | None:
+        (root / "dovecot-uidvalidity.6b0990b0").touch()
+        return real_create(root, clock)
+
+    monkeypatch.setattr(module, "_create_first", racing_create)
+    assert next_uidvalidity(tmp_path, now=clock) == 1795788970  # 0x6b0990aa
+    monkeypatch.undo()
+    assert markers(tmp_path) == ["dovecot-uidvalidity.6b0990b0"]
+    assert next_uidvalidity(tmp_path, now=clock) == 0x6B0990B1
