@@ -595,7 +595,9 @@ class _Parser:
                 if lname.startswith(b"content-"):
                     key = lname[8:]
                     if key == b"type":
-                        ctype = value
+                        # Dovecot ignores all but the first Content-Type.
+                        if ctype is None:
+                            ctype = value
                     elif key == b"transfer-encoding":
                         cte = value
                     elif key == b"id":
