@@ -731,9 +731,17 @@ class Mailbox(IMailbox):
             highest = self._records[-1].uid if (self._records and not full) else 0
             found, unlisted = _classify(on_disk, uidlist, highest)
             uidnext = max(uidlist.uidnext, result.uidnext)
+            sized = self._fill_missing_vsizes(found, on_disk)
+            rewritten = False
             if full and not unlisted and not uidlist.damaged:
-                self._compact(uidlist, found)
+                rewritten = self._compact(uidlist, found)
+            if sized and not rewritten and not unlisted and not uidlist.damaged:
+                uidlist.next_uid = uidlist.uidnext  # N must not fall back
+                uidlist_file.rewrite(self._uidlist_path, uidlist)
+                self._uidlist_stamp = FileStamp.of(self._uidlist_path)
             if unlisted or uidlist.damaged:
+                # The sizes just added reach the file only by a rewrite.
+                uidlist.damaged = uidlist.damaged or sized
                 new_entries = []
                 for base in sorted(unlisted):
                     name = on_disk[base][0]
@@ -835,7 +843,28 @@ class Mailbox(IMailbox):
             if flags != record.flags:
                 result.changed.append((record.uid, flags))
 
-    def _compact(self, uidlist: UidList, found: list[tuple[int, str, UidEntry | None]]) -> None:
+    def _fill_missing_vsizes(
+        self, found: list[tuple[int, str, UidEntry | None]], on_disk: dict[str, tuple[str, bool]]
+    ) -> bool:
+        """Give listed files with no CRLF size anywhere a ``W`` extension.
+
+        Files an MTA dropped carry no ``,W=`` in their name; computing it
+        reads the whole file, so it is done once and kept in the uidlist
+        (as Dovecot does) rather than at every open.  True if any was added.
+        """
+        added = False
+        for _, base, entry in found:
+            if entry is None or entry.vsize is not None or size_fields(base)[1] is not None:
+                continue
+            try:
+                vsize = file_crlf_size(self._cur / on_disk[base][0])
+            except FileNotFoundError:
+                continue
+            entry.extensions["W"] = str(vsize)
+            added = True
+        return added
+
+    def _compact(self, uidlist: UidList, found: list[tuple[int, str, UidEntry | None]]) -> bool:
         """Drop the lines of long-expunged messages when they outnumber the living.
 
         Expunge leaves lines behind (Dovecot is lazy the same way).  Only
@@ -843,16 +872,17 @@ class Mailbox(IMailbox):
         belong to a file another program created after our listing.
         """
         if not found:
-            return
+            return False
         highest_seen = max(uid for uid, _, _ in found)
         alive = {base for _, base, _ in found}
         dead = sum(1 for e in uidlist.entries if e.base not in alive and e.uid < highest_seen)
         if dead <= max(COMPACT_AFTER, len(alive)):
-            return
+            return False
         uidlist.next_uid = uidlist.uidnext  # N must not fall back
         uidlist.entries = [e for e in uidlist.entries if e.base in alive or e.uid > highest_seen]
         uidlist_file.rewrite(self._uidlist_path, uidlist)
         self._uidlist_stamp = FileStamp.of(self._uidlist_path)
+        return True
 
     def _write_new_entries(self, uidlist: UidList, entries: list[UidEntry], uidnext: int) -> None:
         """Number *entries* from *uidnext* and write them (dotlock held)."""

@@ -539,3 +539,20 @@ def test_store_flags_on_a_file_another_program_just_renamed(open_mailbox: Opener
     changes = result_of(box.store_flags([1], frozenset({"\\Flagged"}), "add"))
     assert changes == {1: {"\\Flagged", "\\Seen"}}
     assert cur_names(box) == [f"{record.base}:2,FS"]
+
+
+def test_crlf_size_of_a_listed_file_without_w_is_computed_once(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = open_mailbox()
+    # Another program listed an MTA's file without any W (CRLF size).
+    (box.path / "cur" / "77.M1P1.mta:2,S").write_bytes(b"a\nb\n")
+    with open(box.path / "dovecot-uidlist", "a") as f:
+        f.write("4 :77.M1P1.mta\n")
+    box = open_mailbox()
+    assert box.record(4).vsize == 6  # type: ignore[union-attr]
+    assert "4 W6 :77.M1P1.mta" in (box.path / "dovecot-uidlist").read_text()
+    reads: list[object] = []
+    monkeypatch.setattr(mailbox_module, "file_crlf_size", lambda path: reads.append(path))
+    assert open_mailbox().record(4).vsize == 6  # type: ignore[union-attr]
+    assert reads == []
