@@ -57,6 +57,10 @@ class DovecotError(RuntimeError):
     """Dovecot did not start, stop or answer as the harness expected."""
 
 
+class _PortTaken(Exception):
+    """Another process bound one of the ports chosen for Dovecot first."""
+
+
 def dovecot_missing_reason() -> str | None:
     """Why a real Dovecot cannot be run here, or None if it can."""
     for binary in _BINARIES:
@@ -401,10 +405,26 @@ lmtp_save_to_detail_mailbox = no
     # --- lifetime -----------------------------------------------------------
 
     def start(self, timeout: float = 20.0) -> None:
-        """Start Dovecot in the foreground (a child process) and wait for its ports."""
+        """Start Dovecot in the foreground (a child process) and wait for its ports.
+
+        Free ports are chosen before Dovecot binds them, so another process
+        may take one meanwhile; then new ports are chosen and Dovecot started
+        again (three tries).
+        """
         if self._process is not None:
             raise DovecotError("this Dovecot is already running")
+        for attempt in range(3):
+            try:
+                self._start_once(timeout)
+                return
+            except _PortTaken:
+                if attempt == 2:
+                    raise DovecotError(f"no free ports for Dovecot:\n{self.log()}") from None
+                self.ports = {}
+
+    def _start_once(self, timeout: float) -> None:
         self.write_config()
+        log_size = self.log_path.stat().st_size if self.log_path.exists() else 0
         log = (self.workdir / "dovecot.stderr").open("ab")
         self._process = subprocess.Popen(
             [_binary("dovecot"), "-F", "-c", str(self.config_path)],
@@ -420,6 +440,8 @@ lmtp_save_to_detail_mailbox = no
             if self._process.poll() is not None:
                 code = self._process.returncode
                 self._process = None
+                if "Address already in use" in self.log()[log_size:]:
+                    raise _PortTaken()
                 raise DovecotError(f"dovecot exited with status {code}:\n{self.log()}")
             waiting = {name for name in waiting if not _port_open(self.ports[name])}
             if waiting and time.monotonic() > deadline:
