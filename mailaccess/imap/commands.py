@@ -49,10 +49,12 @@ __all__ = [
     "Rename",
     "Search",
     "Select",
+    "Sort",
     "StartTLS",
     "Status",
     "Store",
     "Subscribe",
+    "Thread",
     "Unselect",
     "Unsubscribe",
 ]
@@ -257,6 +259,9 @@ class AppendMessage:
     message: bytes = attrs.field(repr=lambda m: f"<{len(m)} octets>")
     flags: tuple[str, ...] = ()
     internal_date: datetime.datetime | None = None
+    #: Sent as a literal8 ``~{n}`` (RFC 3516 §4.4): may hold NUL and bare 8-bit
+    #: data.  Only valid when BINARY is advertised; the session checks that.
+    binary: bool = False
 
 
 @attrs.frozen
@@ -391,3 +396,34 @@ class Move(Command):
     sequence_set: SequenceSet
     mailbox: str
     name: ClassVar[str] = "MOVE"
+
+
+# --- extensions not advertised yet: parsed so the session can grow into them ---
+
+
+@attrs.frozen
+class Sort(Command):
+    """RFC 5256 §3 SORT: ``criteria`` as (key, reverse) pairs, keys upper-case.
+
+    Parsed always; the session answers BAD while it does not advertise SORT.
+    """
+
+    uid: bool
+    criteria: tuple[tuple[str, bool], ...]
+    charset: str
+    program: And
+    name: ClassVar[str] = "SORT"
+
+
+@attrs.frozen
+class Thread(Command):
+    """RFC 5256 §3 THREAD: ``algorithm`` upper-case (ORDEREDSUBJECT, REFERENCES…).
+
+    Parsed always; the session answers BAD while it does not advertise THREAD=.
+    """
+
+    uid: bool
+    algorithm: str
+    charset: str
+    program: And
+    name: ClassVar[str] = "THREAD"

@@ -26,7 +26,7 @@ from mailaccess.imap import commands as c
 from mailaccess.imap.fetch import read_fetch_attributes
 from mailaccess.imap.framing import RawCommand
 from mailaccess.imap.lexer import MAX_NUMBER64, ParseError, Reader
-from mailaccess.imap.search import read_search_program
+from mailaccess.imap.search import And, read_search_program
 from mailaccess.imap.sequence import read_sequence_set
 
 __all__ = [
@@ -394,11 +394,10 @@ def _append(reader: Reader) -> c.Command:
                     f"APPEND takes [flags] [date-time] and a literal message; {e}"
                 ) from None
             reader.sp()
-        if reader.peek() == 0x7E:  # "~{" literal8
-            raise reader.error("binary literals (~{n}) need the BINARY extension")
+        binary = reader.maybe(0x7E)  # "~{n}" literal8, RFC 3516 §4.4
         if reader.peek() != 0x7B:
             raise reader.error("APPEND needs the message as a literal {size}")
-        messages.append(c.AppendMessage(reader.literal(), flags, when))
+        messages.append(c.AppendMessage(reader.literal(), flags, when, binary))
     if not messages:
         raise reader.error("APPEND needs a message")
     return c.Append(_tag(reader), mailbox, tuple(messages))
@@ -523,6 +522,50 @@ def _move(reader: Reader, uid: bool = False) -> c.Command:
     return c.Move(_tag(reader), uid, seqset, reader.mailbox())
 
 
+# RFC 5256 §3 sort-key; DISPLAYFROM/DISPLAYTO are RFC 5957.
+_SORT_KEYS = frozenset(
+    {"ARRIVAL", "CC", "DATE", "FROM", "SIZE", "SUBJECT", "TO", "DISPLAYFROM", "DISPLAYTO"}
+)
+
+
+def _search_criteria(reader: Reader) -> tuple[str, And]:
+    # RFC 5256 §3: search-criteria = charset 1*(SP search-key); the charset is required.
+    charset = _text(reader.astring("a charset name")).upper()
+    reader.sp()
+    return charset, read_search_program(reader, charset)
+
+
+def _sort(reader: Reader, uid: bool = False) -> c.Command:
+    # RFC 5256 §3: SORT SP sort-criteria SP search-criteria
+    reader.sp()
+    reader.skip(0x28, '"(" to start the sort criteria')
+    criteria = []
+    while True:
+        key = reader.keyword("a sort key")
+        reverse = key == "REVERSE"
+        if reverse:
+            reader.sp()
+            key = reader.keyword("a sort key")
+        if key not in _SORT_KEYS:
+            raise reader.error(f"unknown sort key {key}")
+        criteria.append((key, reverse))
+        if not reader.maybe(0x20):
+            break
+    reader.skip(0x29, '")" to close the sort criteria')
+    reader.sp()
+    charset, program = _search_criteria(reader)
+    return c.Sort(_tag(reader), uid, tuple(criteria), charset, program)
+
+
+def _thread(reader: Reader, uid: bool = False) -> c.Command:
+    # RFC 5256 §3: THREAD SP thread-alg SP search-criteria
+    reader.sp()
+    algorithm = reader.keyword("a threading algorithm")
+    reader.sp()
+    charset, program = _search_criteria(reader)
+    return c.Thread(_tag(reader), uid, algorithm, charset, program)
+
+
 _UID_COMMANDS: dict[str, Callable[[Reader, bool], c.Command]] = {
     "COPY": _copy,
     "MOVE": _move,
@@ -530,6 +573,8 @@ _UID_COMMANDS: dict[str, Callable[[Reader, bool], c.Command]] = {
     "SEARCH": _search,
     "STORE": _store,
     "EXPUNGE": _expunge,
+    "SORT": _sort,
+    "THREAD": _thread,
 }
 
 
@@ -582,4 +627,6 @@ _COMMANDS: dict[str, Callable[[Reader], c.Command]] = {
     "NAMESPACE": _no_arguments(c.Namespace),
     "ID": _id,
     "ENABLE": _enable,
+    "SORT": _sort,
+    "THREAD": _thread,
 }

@@ -125,6 +125,12 @@ AGREED = [
     b"a UNSELECT",
     b"a NAMESPACE",
     b"a CHECK",
+    b"a UID SORT (REVERSE DATE subject) UTF-8 ALL",
+    b"a SORT (FOO) UTF-8 ALL",
+    b"a SORT (DATE) ALL",
+    b"a SORT () UTF-8 ALL",
+    b"a THREAD REFERENCES UTF-8 ALL",
+    b"a THREAD REFERENCES",
 ]
 
 #: Lines Dovecot accepts but RFC grammar does not; we answer BAD, naming the rule.
