@@ -217,12 +217,13 @@ def _text(text: str, code: ResponseCode | None) -> bytes:
     # resp-text = ["[" resp-text-code "]" SP] text; text is 1*TEXT-CHAR, so CR/LF
     # are replaced (a reason quoting client input must not end the line early),
     # and a text that itself starts with "[" would read as a response code.
-    clean = text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace")
+    # text is 1*TEXT-CHAR in RFC 3501, so it is never left empty.
+    clean = text.replace("\r", " ").replace("\n", " ").encode("utf-8", "replace") or b"done"
     if code is not None:
-        return bytes(code) + (b" " + clean if clean else b"")
+        return bytes(code) + b" " + clean
     if clean.startswith(b"["):
         clean = b" " + clean
-    return clean or b"completed"
+    return clean
 
 
 def tagged(tag: str, status: str, text: str, code: ResponseCode | None = None) -> bytes:

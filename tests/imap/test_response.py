@@ -186,3 +186,9 @@ def test_error_response_tagged_or_untagged_rfc3501_7_1_3() -> None:
     assert error_response(ParseError("line too long", None, "TOOBIG")) == (
         b"* BAD [TOOBIG] line too long\r\n"
     )
+
+
+def test_text_is_never_empty_rfc3501_9() -> None:
+    # resp-text needs 1*TEXT-CHAR after the code.
+    assert tagged("a", "OK", "", ResponseCode("READ-WRITE")) == b"a OK [READ-WRITE] done\r\n"
+    assert untagged_status("OK", "") == b"* OK done\r\n"
