@@ -122,3 +122,40 @@ def test_sequence_sets_round_trip_through_a_command(numbers: list[int]) -> None:
     cmd = parse(b"a UID FETCH " + wire + b" FLAGS\r\n")
     assert isinstance(cmd, c.Fetch)
     assert [a for a, _ in cmd.sequence_set.resolve(1)] == numbers
+
+
+SAMPLES = [
+    b"a1 NOOP\r\n",
+    b"a2 LOGIN {5}\r\nalice {6+}\r\nse\r\nrt\r\n",
+    b"a3 APPEND INBOX (\\Seen) {11+}\r\nHello world\r\n",
+    b"a4 UID FETCH 1:* (FLAGS BODY.PEEK[HEADER.FIELDS (FROM TO)]<0.100>)\r\n",
+    b"a5 APPEND INBOX {0}\r\n\r\n",
+    b"a6 SEARCH CHARSET UTF-8 SUBJECT {4}\r\n\xc3\xa4\xc3\xb6\r\n",
+    b"a7 BOGUS {3+}\r\n}\r\n\r\n",
+    b"\r\n",
+    b"a8 NOOP\n",
+]
+
+
+def events_of(chunks: list[bytes]) -> list[object]:
+    framer = CommandFramer(max_line_length=100, max_literal_size=50)
+    events: list[object] = []
+    for chunk in chunks:
+        framer.feed(chunk)
+        while (event := framer.next_event()) is not None:
+            events.append(event)
+            if isinstance(event, LiteralRequest):
+                framer.accept_literal()
+    return events
+
+
+@given(st.lists(st.sampled_from(SAMPLES), min_size=1, max_size=8), st.data())
+def test_framing_does_not_depend_on_how_bytes_arrive(
+    commands: list[bytes], data: st.DataObject
+) -> None:
+    stream = b"".join(commands)
+    cuts = sorted(data.draw(st.sets(st.integers(0, len(stream)), max_size=12)))
+    chunks = [stream[a:b] for a, b in zip([0, *cuts], [*cuts, len(stream)], strict=True)]
+    whole = events_of([stream])
+    assert events_of(chunks) == whole
+    assert sum(isinstance(e, RawCommand) for e in whole) == len(commands)
