@@ -107,6 +107,7 @@ class POP3Server(Protocol):
         self.username: str | None = None  # once logged in
         self.maildrop: Maildrop | None = None
         self._buffer = b""
+        self._offset = 0  # where the next line of _buffer starts
         self._discarding = False  # inside an over-long line, up to its LF
         self._busy = False  # a command's reply is not finished yet
         self._reading_paused = False
@@ -209,7 +210,10 @@ class POP3Server(Protocol):
     def dataReceived(self, data: bytes) -> None:
         if self.state == CLOSED:
             return
-        self._buffer += data
+        # Lines are taken by moving _offset, not by slicing: slicing a 100 KB
+        # burst of pipelined commands line by line would copy it quadratically.
+        self._buffer = self._buffer[self._offset :] + data
+        self._offset = 0
         self._process_buffer()
 
     def _process_buffer(self) -> None:
@@ -234,21 +238,23 @@ class POP3Server(Protocol):
     def _next_line(self) -> bytes | None:
         limit = self.context.config.limits.max_line_length
         while True:
-            newline = self._buffer.find(b"\n")
+            buffer, start = self._buffer, self._offset
+            newline = buffer.find(b"\n", start)
             if self._discarding:
                 if newline < 0:
-                    self._buffer = b""
+                    self._buffer, self._offset = b"", 0
                     return None
-                self._buffer = self._buffer[newline + 1 :]
+                self._offset = newline + 1
                 self._discarding = False
                 continue
             if newline < 0:
-                if len(self._buffer) > limit:
-                    self._buffer = b""
+                if len(buffer) - start > limit:
+                    self._buffer, self._offset = b"", 0
                     self._discarding = True
                     self._line_too_long(limit)
                 return None
-            line, self._buffer = self._buffer[:newline], self._buffer[newline + 1 :]
+            line = buffer[start:newline]
+            self._offset = newline + 1
             if line.endswith(b"\r"):
                 line = line[:-1]
             if len(line) > limit:
@@ -265,7 +271,7 @@ class POP3Server(Protocol):
     def _throttle_reading(self) -> None:
         # A client pipelining without reading our replies must not fill memory.
         limit = 16 * self.context.config.limits.max_line_length
-        pause = self._busy and len(self._buffer) > limit
+        pause = self._busy and len(self._buffer) - self._offset > limit
         if pause != self._reading_paused and self.state != CLOSED:
             self._reading_paused = pause
             if pause:
@@ -421,7 +427,7 @@ class POP3Server(Protocol):
         # The STARTTLS command-injection fix (CVE-2011-0411 and kin): octets
         # that arrived after STLS were sent in plaintext and could have been
         # injected by a man in the middle; they must never be executed.
-        self._buffer = b""
+        self._buffer, self._offset = b"", 0
         self._discarding = False
         self._user_argument = None
         self.transport.startTLS(self.context.tls)

@@ -688,6 +688,11 @@ def test_connection_lost_mid_retr_closes_the_file_and_acts_as_rset(context: Any)
     assert DELETED not in inbox.flags_of(1)
 
 
+def test_a_burst_of_pipelined_commands_is_answered_in_full(session: Any) -> None:
+    session.send(b"NOOP\r\n" * 20_000)  # one read of 120 KB
+    assert session.take() == b"+OK\r\n" * 20_000
+
+
 def test_client_that_does_not_read_replies_is_paused_not_buffered() -> None:
     context = make_context(max_line_length=100)
     inbox = user_with_mail(context, MSG1)
