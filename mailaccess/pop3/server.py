@@ -122,6 +122,7 @@ class POP3Server(Protocol):
         self._end_reason = "connection closed by client"
         self._peer = "unknown"
         self._greeting_timestamp = b""
+        self._handler_tables: dict[str, dict[str, Callable[[str], Outcome]]] = {}
 
     # --- connection ------------------------------------------------------------
 
@@ -325,7 +326,14 @@ class POP3Server(Protocol):
         return handler(argument)
 
     def _handlers(self) -> dict[str, Callable[[str], Outcome]]:
-        if self.state == AUTHORIZATION:
+        handlers = self._handler_tables.get(self.state)
+        if handlers is None:
+            handlers = self._handler_tables[self.state] = self._handlers_for(self.state)
+        return handlers
+
+    def _handlers_for(self, state: str) -> dict[str, Callable[[str], Outcome]]:
+        # RFC 1939 §3-§6: the commands each state accepts.
+        if state == AUTHORIZATION:
             return {
                 "CAPA": self.do_CAPA,
                 "USER": self.do_USER,
@@ -335,7 +343,7 @@ class POP3Server(Protocol):
                 "STLS": self.do_STLS,
                 "QUIT": self.do_QUIT,
             }
-        if self.state == TRANSACTION:
+        if state == TRANSACTION:
             return {
                 "CAPA": self.do_CAPA,
                 "STAT": self.do_STAT,
