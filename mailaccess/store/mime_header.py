@@ -166,6 +166,47 @@ def _join(tokens: list[bytes]) -> bytes:
     return b"".join(t for t in tokens if t[:1] not in (b" ", b"\t", b"\r", b"\n"))
 
 
+_ADDR_CHARS = rb'[^<>@\s",;:()\[\]\\]+'
+_FAST_ITEM_RE = re.compile(
+    rb'[ \t\r\n]*(?:"([^"\\\r\n]*)"[ \t]*|([^"<>@,.;:()\[\]\\\r\n]*?))<('
+    + _ADDR_CHARS
+    + rb")@("
+    + _ADDR_CHARS
+    + rb")>[ \t\r\n]*(?:,|\Z)"
+    + rb"|[ \t\r\n]*("
+    + _ADDR_CHARS
+    + rb")@("
+    + _ADDR_CHARS
+    + rb")[ \t\r\n]*(?:,|\Z)"
+)
+
+
+def _fast_addresses(value: bytes) -> list[Address] | None:
+    """The common shapes (``a@b``, ``Name <a@b>``, ``"Name" <a@b>``) by regex.
+
+    None when anything else shows up; the full parser then gives the same
+    answer the slow way (tests check both agree).
+    """
+    out: list[Address] = []
+    pos = 0
+    end = len(value)
+    while pos < end:
+        m = _FAST_ITEM_RE.match(value, pos)
+        if m is None or m.end() == pos:
+            return None
+        pos = m.end()
+        if m.group(3) is not None:
+            quoted, bare = m.group(1), m.group(2)
+            if quoted is not None:
+                name: bytes | None = quoted
+            else:
+                name = b" ".join(bare.split()) or None
+            out.append((name, None, m.group(3), m.group(4)))
+        else:
+            out.append((None, None, m.group(5), m.group(6)))
+    return out
+
+
 def parse_addresses(value: bytes) -> list[Address]:
     """Parse an address-list header value into ENVELOPE address structures.
 
@@ -174,6 +215,13 @@ def parse_addresses(value: bytes) -> list[Address]:
     mailbox has no display name, its last comment is used as the name, as
     Dovecot does.  Anything unparseable yields what could be salvaged.
     """
+    fast = _fast_addresses(value)
+    if fast is not None:
+        return fast
+    return _parse_addresses(value)
+
+
+def _parse_addresses(value: bytes) -> list[Address]:
     out: list[Address] = []
     tokens = _TOKEN_RE.findall(value)
     n = len(tokens)

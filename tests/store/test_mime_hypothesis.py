@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import io
 
-from hypothesis import HealthCheck, given, settings
+from hypothesis import HealthCheck, example, given, settings
 from hypothesis import strategies as st
 
 from mailaccess.store.cache import decode_info, encode_info
@@ -16,6 +16,7 @@ from mailaccess.store.mime import (
     section_range,
     to_crlf,
 )
+from mailaccess.store.mime_header import _fast_addresses, _parse_addresses
 from tests.store.test_mime import check_offsets
 from tests.store.test_mime_encode import body, envelope
 
@@ -96,3 +97,38 @@ def test_partial_equals_slice_of_crlf_view(
     assert got == want
     sent = b"".join(iter_crlf_partial(io.BytesIO(raw), 0, len(raw), offset, length, chunk))
     assert sent == want.replace(b"\0", b"\x80")  # RFC 3501 §4.3: no NUL in a literal
+
+
+_ADDRESS_ALPHABET = st.sampled_from(
+    [
+        b"a",
+        b"b.c",
+        b"@",
+        b"<",
+        b">",
+        b",",
+        b" ",
+        b'"',
+        b"Q. ",
+        b"=?utf-8?q?x?=",
+        b"\\",
+        b"(",
+        b")",
+        b":",
+        b";",
+        b"\t",
+        b"\r\n ",
+        b"[1.2.3.4]",
+        b"x",
+    ]
+)
+
+
+@settings(max_examples=1500, deadline=None)
+@given(st.lists(_ADDRESS_ALPHABET, max_size=25).map(b"".join))
+@example(b"x  x\t x <a@b.c>, a@b.c")
+@example(b'"Q. x" <a@b.c>,x <a@b.c>')
+def test_fast_address_path_agrees_with_full_parser(value: bytes) -> None:
+    fast = _fast_addresses(value)
+    if fast is not None:
+        assert fast == _parse_addresses(value)
