@@ -13,6 +13,7 @@ sits in memory, and a slow client pauses the reading (IPushProducer).
 
 from __future__ import annotations
 
+import io
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
@@ -21,6 +22,10 @@ from twisted.logger import Logger
 from zope.interface import implementer
 
 CHUNK_SIZE = 128 * 1024
+
+# Streams whose read(n) returns n octets unless at the end (io docs:
+# BufferedIOBase.read on a non-interactive raw stream).
+_WHOLE_READS = (io.BufferedReader, io.BytesIO)
 
 #: RFC 1939 §3: the line that ends a multi-line response.
 TERMINATOR = b".\r\n"
@@ -177,7 +182,12 @@ class MessageProducer:
 
     def _write_next_chunk(self) -> None:
         data = self._source.read(self._chunk_size)
-        at_end = not data
+        # A buffered regular file returns fewer octets than asked only at its
+        # end: finish now rather than spend a reactor turn on an empty read
+        # (most messages fit one chunk).  Other sources end on an empty read.
+        at_end = not data or (
+            len(data) < self._chunk_size and isinstance(self._source, _WHOLE_READS)
+        )
         if self._limiter is not None:
             data = self._limiter.feed(data)
             at_end = at_end or self._limiter.done

@@ -166,3 +166,25 @@ def test_top_through_producer_stops_reading_early() -> None:
         consumer.producer.resumeProducing()
     assert b"".join(consumer.writes) == b"A: 1\r\n\r\nbody line\r\n.\r\n"
     assert source.closed
+
+
+def test_short_reads_from_an_unbuffered_source_never_truncate_the_message() -> None:
+    class Trickle(io.RawIOBase):
+        """A source whose read(n) hands out at most 5 octets, like a pipe may."""
+
+        def __init__(self, data: bytes) -> None:
+            self._data = data
+
+        def readable(self) -> bool:
+            return True
+
+        def read(self, size: int = -1) -> bytes:
+            piece, self._data = self._data[:5], self._data[5:]
+            return piece
+
+    stored = b"Subject: slow\n\n" + b".dotted\n" * 20
+    consumer = PausingConsumer()
+    MessageProducer(Trickle(stored), consumer, chunk_size=64).start()  # type: ignore[arg-type]
+    while consumer.producer is not None:
+        consumer.producer.resumeProducing()
+    assert b"".join(consumer.writes) == reference_response(stored)
