@@ -47,6 +47,8 @@ LITERAL_MINUS_LIMIT = 4096
 # Digits of a literal size beyond which no limit can be met; also keeps int()
 # away from Python's 4300-digit conversion limit.
 _MAX_SIZE_DIGITS = 20
+# How much of an over-long line is looked at to find its tag for the error.
+_TAG_LOOKAHEAD = 256
 _TAG = re.compile(rb'[^\x00-\x20\x7f-\xff(){%*"\\+]+')
 
 
@@ -132,7 +134,6 @@ class CommandFramer:
         self._literal_total = 0  # octets of the current command's literals so far
         self._literal_parts: list[bytes] = []
         self._remaining = 0  # octets still due for LITERAL / DRAIN
-        self._tag: str | None = None  # of the command being read
         # How far the buffer is known to hold no LF, so a line arriving in tiny
         # pieces is not rescanned from its start on every feed.
         self._scanned = 0
@@ -216,6 +217,10 @@ class CommandFramer:
 
     # --- internals -------------------------------------------------------------
 
+    def _command_tag(self) -> str | None:
+        # Worked out only when an event needs it: most commands never do.
+        return _tag_of(self._lines[0]) if self._lines else None
+
     def _reset_command(self) -> None:
         self._state = _State.LINE
         self._lines = []
@@ -224,7 +229,6 @@ class CommandFramer:
         self._text_size = 0
         self._literal_total = 0
         self._remaining = 0
-        self._tag = None
 
     def _read_line(self) -> FramerEvent | object:
         """Handle one line in LINE or DISCARD_COMMAND state."""
@@ -251,8 +255,6 @@ class CommandFramer:
             return self._discard_line(line)
         if self.raw_lines and not self._lines:
             return RawLine(line)
-        if not self._lines:
-            self._tag = _tag_of(line)
         self._text_size += len(line)
 
         marker = _literal_marker(line)
@@ -266,7 +268,7 @@ class CommandFramer:
         self._lines.append(line)
         refusal = self._refusal(size, nonsync)
         if refusal is not None:
-            tag = self._tag
+            tag = self._command_tag()
             if nonsync:
                 # The client sends the octets regardless: read and drop them, and
                 # the rest of the command, so the next command is found intact.
@@ -283,7 +285,7 @@ class CommandFramer:
             self._state = _State.LITERAL
             return _MORE
         self._state = _State.DECIDE
-        return LiteralRequest(self._tag, size)
+        return LiteralRequest(self._command_tag(), size)
 
     def _refusal(self, size: int, nonsync: bool) -> str | None:
         if size > self.max_literal_size:
@@ -317,9 +319,12 @@ class CommandFramer:
             if skip:
                 self._state = _State.SKIP_LINE
             return _MORE
-        tag = self._tag
-        if tag is None:
-            tag = _tag_of(bytes(self._buf[:64]) if first is None else first[:64])
+        # The tag comes from the command's first line, or from the long line
+        # itself when that is the first (only its start is looked at).
+        tag = self._command_tag()
+        if not self._lines:
+            head = bytes(self._buf[:_TAG_LOOKAHEAD]) if first is None else first[:_TAG_LOOKAHEAD]
+            tag = _tag_of(head, cut=True)
         self._reset_command()
         if skip:
             self._state = _State.SKIP_LINE
@@ -387,8 +392,14 @@ def _literal_marker(line: bytes) -> tuple[int, bool] | None:
     return int(digits), nonsync
 
 
-def _tag_of(line: bytes) -> str | None:
+def _tag_of(line: bytes, cut: bool = False) -> str | None:
+    """The tag a line starts with; ``cut`` says the line was truncated, so the tag
+    counts only if the space after it is in view."""
     m = _TAG.match(line)
-    if m is None or (m.end() < len(line) and line[m.end()] != 0x20):
+    if m is None:
+        return None
+    if m.end() < len(line) and line[m.end()] != 0x20:
+        return None
+    if cut and m.end() == len(line):
         return None
     return m.group().decode("ascii")

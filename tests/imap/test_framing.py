@@ -340,3 +340,15 @@ def test_long_line_in_tiny_pieces_is_not_rescanned() -> None:
         assert framer.next_event() is None
     framer.feed(b"\r\n")
     assert framer.next_event() == RawCommand((line,))
+
+
+def test_over_long_line_with_a_long_tag_is_not_mistagged() -> None:
+    framer = CommandFramer(max_line_length=300)
+    framer.feed(b"t" * 400 + b" NOOP\r\n")
+    (event,) = drain(framer)
+    assert isinstance(event, ParseError)
+    assert event.tag is None  # never a truncated tag the client did not send
+    framer.feed(b"t" * 100 + b" SEARCH " + b"x" * 400 + b"\r\n")
+    (event,) = drain(framer)
+    assert isinstance(event, ParseError)
+    assert event.tag == "t" * 100
