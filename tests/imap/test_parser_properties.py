@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import contextlib
+
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -159,3 +161,12 @@ def test_framing_does_not_depend_on_how_bytes_arrive(
     whole = events_of([stream])
     assert events_of(chunks) == whole
     assert sum(isinstance(e, RawCommand) for e in whole) == len(commands)
+
+
+@given(st.binary(max_size=40) | st.text(max_size=40).map(str.encode))
+def test_sequence_set_and_sasl_decoding_only_raise_parse_error(data: bytes) -> None:
+    from mailaccess.imap.parser import decode_sasl_response
+
+    for attempt in (lambda: SequenceSet.parse(data), lambda: decode_sasl_response(data)):
+        with contextlib.suppress(ParseError):
+            attempt()
