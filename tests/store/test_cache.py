@@ -16,7 +16,7 @@ from mailaccess.store.cache import (
     decode_info,
     encode_info,
 )
-from mailaccess.store.mime import MessageInfo, parse_message
+from mailaccess.store.mime import MAX_DEPTH, MessageInfo, parse_message
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "mime"
 SAMPLES = {p.name: parse_message(p.read_bytes()) for p in sorted(FIXTURES.glob("*.eml"))}
@@ -206,3 +206,18 @@ def test_in_list_limit_boundary(cache: MetadataCache, monkeypatch: pytest.Monkey
     cache.put_many([(u, "x", info()) for u in (1, 5, 9)])
     assert sorted(cache.get_many([(1, "x"), (9, "x")])) == [1, 9]
     assert sorted(cache.get_many([(1, "x"), (5, "x"), (9, "y")])) == [1, 5]
+
+
+def test_deepest_and_widest_trees_round_trip(cache: MetadataCache) -> None:
+    deep = b"Content-Type: message/rfc822\n\n" * (MAX_DEPTH * 2) + b"x\n"
+    nested = b"Content-Type: multipart/mixed; boundary=b0\n\n" + b"".join(
+        b"--b%d\nContent-Type: multipart/mixed; boundary=b%d\n\n" % (i, i + 1)
+        for i in range(MAX_DEPTH * 2)
+    )
+    wide = b"Content-Type: multipart/mixed; boundary=w\n\n" + b"--w\n\nx\n" * 20000 + b"--w--\n"
+    items = [(1, "deep", parse_message(deep)), (2, "nested", parse_message(nested))]
+    items.append((3, "wide", parse_message(wide)))
+    cache.put_many(items)
+    got = cache.get_many([(1, "deep"), (2, "nested"), (3, "wide")])
+    assert got == {uid: info for uid, _, info in items}
+    assert len(got[3].body.children) == 20000
