@@ -93,6 +93,15 @@ class RawLine:
 FramerEvent = RawCommand | LiteralRequest | RawLine | ParseError
 
 
+class _Signal(enum.Enum):
+    MORE = "more"  # no event yet, but progress was made: keep going
+    NEED_DATA = "need data"  # nothing more can be framed until more octets arrive
+
+
+_MORE = _Signal.MORE
+_NEED_DATA = _Signal.NEED_DATA
+
+
 class _State(enum.Enum):
     LINE = "line"  # reading a line (first of a command, or one after a literal)
     DECIDE = "decide"  # a LiteralRequest is out; waiting for the session
@@ -163,10 +172,10 @@ class CommandFramer:
                     return None
                 continue
             event = self._read_line()
-            if event is _NEED_DATA:
+            if event is _Signal.NEED_DATA:
                 return None
-            if event is not _MORE:
-                return event  # type: ignore[return-value]
+            if not isinstance(event, _Signal):
+                return event
 
     def accept_literal(self) -> None:
         """Go ahead with the announced literal; the session sends ``+ ...`` now."""
@@ -197,7 +206,12 @@ class CommandFramer:
 
     @property
     def buffered(self) -> int:
-        """Octets received and held but not yet framed (bounded by the line limit)."""
+        """Octets received and held but not yet framed.
+
+        Framing keeps this within the line limit plus one feed's worth, except
+        while a literal decision is pending: a session that decides
+        asynchronously should pause the transport meanwhile.
+        """
         return len(self._buf)
 
     @property
@@ -230,7 +244,7 @@ class CommandFramer:
         self._literal_total = 0
         self._remaining = 0
 
-    def _read_line(self) -> FramerEvent | object:
+    def _read_line(self) -> FramerEvent | _Signal:
         """Handle one line in LINE or DISCARD_COMMAND state."""
         buf = self._buf
         budget = self.max_line_length - self._text_size
@@ -300,7 +314,7 @@ class CommandFramer:
             )
         return None
 
-    def _discard_line(self, line: bytes) -> object:
+    def _discard_line(self, line: bytes) -> _Signal:
         """A line of a command whose literal was drained: drop it, follow its literals."""
         marker = _literal_marker(line)
         if marker is not None and marker[1]:
@@ -312,7 +326,7 @@ class CommandFramer:
             self._reset_command()
         return _MORE
 
-    def _too_long(self, skip: bool, first: bytes | None = None) -> ParseError | object:
+    def _too_long(self, skip: bool, first: bytes | None = None) -> ParseError | _Signal:
         if self._state is _State.DISCARD_COMMAND:
             # The command was answered already; just find its end.
             self._reset_command()
@@ -363,10 +377,6 @@ class CommandFramer:
             return False
         self._state = _State.DISCARD_COMMAND
         return True
-
-
-_MORE = object()  # internal: no event yet, but progress was made; keep going
-_NEED_DATA = object()  # internal: nothing more can be framed until more octets arrive
 
 
 def _literal_marker(line: bytes) -> tuple[int, bool] | None:
