@@ -16,11 +16,29 @@ resynchronises without buffering the excess: an over-long line is skipped to its
 CRLF; an over-large non-synchronizing literal is read and thrown away, and so is
 the rest of its command.
 
-Usage by a session::
+Usage by a session (``dataReceived``)::
 
     framer.feed(data)
     while (event := framer.next_event()) is not None:
-        ...  # RawCommand, LiteralRequest, RawLine or ParseError
+        match event:
+            case LiteralRequest():      # {n}: say go or no
+                framer.accept_literal(); write(response.continuation())
+                # or: framer.reject_literal(); write(tagged(tag, "NO", ..., TOOBIG))
+            case ParseError():          # over a limit; already resynchronised
+                write(response.error_response(event))
+            case RawLine():             # only while framer.raw_lines is set
+                ...                     # SASL data, or IDLE's DONE
+            case RawCommand():
+                try:
+                    command = parser.parse_command(event)
+                except ParseError as e:
+                    write(response.error_response(e))
+                else:
+                    ...                 # run it; set framer.raw_lines for
+                                        # AUTHENTICATE/IDLE before the next event
+
+After STARTTLS succeeds, call :meth:`CommandFramer.discard_buffered` before
+starting TLS, so plaintext pipelined behind the command is never executed.
 """
 
 from __future__ import annotations
