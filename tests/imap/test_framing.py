@@ -352,3 +352,13 @@ def test_over_long_line_with_a_long_tag_is_not_mistagged() -> None:
     (event,) = drain(framer)
     assert isinstance(event, ParseError)
     assert event.tag == "t" * 100
+
+
+def test_literal_marker_ends_a_long_line_rfc3501_4_3() -> None:
+    prefix = b"a1 UID SEARCH " + b"UNSEEN " * 100 + b"SUBJECT "
+    framer = CommandFramer()
+    framer.feed(prefix + b"{5}\r\n")
+    assert framer.next_event() == LiteralRequest("a1", 5)
+    framer.accept_literal()
+    framer.feed(b"hello FROM {3+}\r\nbob\r\n")
+    assert drain(framer) == [RawCommand((prefix + b"{5}", b" FROM {3+}", b""), (b"hello", b"bob"))]
