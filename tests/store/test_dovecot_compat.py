@@ -357,10 +357,13 @@ def test_our_maildir_served_by_dovecot_rfc3501_2_3_1_1(tmp_path: Path) -> None:
         try:
             theirs = {name: imap_mailbox(imap, name) for name in ours}
             their_subscriptions = imap_subscriptions(imap)
+            their_names = imap_list(imap)
         finally:
             imap.logout()
         their_uidls = pop3_uidls(dovecot)
     assert theirs == ours
+    # Our own files (metadata cache, special-use list) are no folders to Dovecot.
+    assert their_names == {listing.name for listing in account.list_mailboxes()}
     assert sorted(their_subscriptions) == sorted(subscriptions)  # LSUB order is its own
     # Dovecot's POP3 lists \Deleted messages too; ours leaves them out
     # (DESIGN.md rule 1), so compare the unique-ids of every message.
