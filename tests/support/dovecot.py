@@ -6,8 +6,12 @@ free ports, and never reads or touches the system's ``/etc/dovecot``.  Mail is
 ``maildir:<mail_root>/<user>`` — the same layout mailaccess uses, so a test can
 point our store and Dovecot at one directory.
 
-It runs as root (CI) or as an ordinary user: every process and every mail
-file belongs to the user running the tests.
+It runs as an ordinary user (every process and mail file is that user's) or
+as root (CI).  As root, Dovecot insists on unprivileged helpers (Debian's
+``dovecot``/``dovenull`` users) and refuses mail access as UID 0, so mail
+belongs to ``nobody``: ``hand_over()`` gives files our store wrote to that
+user (``start()`` does it for the whole mail root), and ``as_mail_user()``
+runs our store as that user while Dovecot works on the same files.
 
     require_dovecot()
     with Dovecot(tmp_path / "dovecot", users={"alice": "secret"}) as dovecot:
