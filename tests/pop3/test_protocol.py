@@ -18,7 +18,7 @@ from twisted.logger import formatEvent, globalLogPublisher
 
 from mailaccess.pop3.server import POP3Factory
 from mailaccess.pop3.stream import CHUNK_SIZE
-from mailaccess.store.model import DELETED, SEEN, StoreUnavailable
+from mailaccess.store.model import DELETED, SEEN, MailboxReset, StoreUnavailable
 from tests.pop3.conversation import LOOPBACK, Conversation, make_context, user_with_mail
 
 MSG1 = b"From: a@example.org\nSubject: one\n\nHello\n.dot line\n"
@@ -602,6 +602,18 @@ def test_message_expunged_elsewhere_keeps_its_number_design_rule5(
         S: +OK 2 {SIZE2}
         C: QUIT
         S: +OK bye, 0 deleted, 1 left in maildrop
+    """)
+
+
+def test_uidvalidity_change_voids_the_listing(session: Any, inbox: Any) -> None:
+    # The Maildir was replaced under us: no listed UID names the same message.
+    for listener in list(inbox.listeners):
+        listener(MailboxReset("INBOX", 42))
+    session.exchange("""
+        C: STAT
+        S: +OK 0 0
+        C: RETR 1
+        S: -ERR message 1 was removed by another session
     """)
 
 
