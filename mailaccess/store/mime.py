@@ -66,12 +66,15 @@ __all__ = [
     "crlf_size",
     "decoded_header_values",
     "decoded_text",
+    "envelope_to_tuple",
     "find_section",
     "header_fields",
     "iter_crlf",
     "iter_crlf_partial",
     "iter_decoded_text",
     "parse_message",
+    "part_from_tuple",
+    "part_to_tuple",
     "read_range",
     "section_range",
     "to_crlf",
@@ -461,6 +464,9 @@ class _Parser:
         # answer.  A leaf's header search and its body's boundary search ask
         # the same question; remembering it halves the scanning of big parts.
         self.dash_from = self.dash_at = -1
+        # The envelope of the message whose top-level entity ended last: the
+        # whole message's, or a message/rfc822 part's just after its entity().
+        self.last_envelope = Envelope()
 
     def vsize(self, start: int, end: int) -> tuple[int, int]:
         """(CRLF size, LF count) of ``[start, end)``."""
@@ -526,11 +532,11 @@ class _Parser:
             return end
         if end <= body_start:
             return body_start
-        if end > body_start and self.data[end - 1] == 0x0A:
+        if self.data[end - 1] == 0x0A:
             end -= 1
             if end > body_start and self.data[end - 1] == 0x0D:
                 end -= 1
-        return max(end, body_start)
+        return end
 
     def entity(
         self,
@@ -762,8 +768,6 @@ class _Parser:
             message=message,
         )
         return part, hit, header_size + size, header_lf + lines
-
-    last_envelope: Envelope = Envelope()
 
     def empty_part(self, at: int) -> Part:
         return Part(
