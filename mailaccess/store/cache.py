@@ -39,7 +39,7 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from mailaccess.store.mime import Envelope, MessageInfo, envelope_to_tuple
+from mailaccess.store.mime import Envelope, MessageInfo, envelope_to_tuple, parse_message
 
 __all__ = ["CACHE_FILENAME", "FORMAT_VERSION", "MetadataCache", "decode_info", "encode_info"]
 
@@ -302,6 +302,48 @@ class MetadataCache:
             except sqlite3.Error as e:
                 self._failed(e)
                 return True
+
+    # -- read through --
+
+    def load(self, uid: int, base: str, path: Path) -> MessageInfo:
+        """The info of one message: from the cache, else parsed from *path* and cached.
+
+        Blocking (file read, parse, sqlite): call it with ``deferToThread``.
+        Raises OSError (FileNotFoundError when the file vanished: the store's
+        MessageGone) if the file cannot be read.
+        """
+        result = self.load_many([(uid, base, path)])[uid]
+        if isinstance(result, OSError):
+            raise result
+        return result
+
+    def load_many(
+        self, items: Iterable[tuple[int, str, Path]]
+    ) -> dict[int, MessageInfo | OSError]:
+        """``load`` for many messages; misses are parsed and stored in one transaction.
+
+        A message whose file cannot be read maps to the OSError instead, so
+        one vanished file does not void the batch.  Blocking: run it in a
+        thread, in batches small enough to let the store report progress.
+        """
+        items = list(items)
+        found: dict[int, MessageInfo | OSError] = dict(
+            self.get_many((uid, base) for uid, base, _ in items)
+        )
+        parsed: list[tuple[int, str, MessageInfo]] = []
+        for uid, base, path in items:
+            if uid in found:
+                continue
+            try:
+                data = Path(path).read_bytes()
+            except OSError as e:
+                found[uid] = e
+                continue
+            info = parse_message(data)
+            parsed.append((uid, base, info))
+            found[uid] = info
+        self.put_many(parsed)
+        return found
 
     def close(self) -> None:
         """Close the database; later calls act as an empty, read-only cache."""

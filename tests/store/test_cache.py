@@ -221,3 +221,29 @@ def test_deepest_and_widest_trees_round_trip(cache: MetadataCache) -> None:
     got = cache.get_many([(1, "deep"), (2, "nested"), (3, "wide")])
     assert got == {uid: info for uid, _, info in items}
     assert len(got[3].body.children) == 20000
+
+
+def test_load_parses_on_miss_then_serves_from_cache(tmp_path: Path) -> None:
+    maildir = tmp_path / "Maildir"
+    (maildir / "cur").mkdir(parents=True)
+    msg = maildir / "cur" / "1.M1P1.host:2,S"
+    msg.write_bytes((FIXTURES / "digest.eml").read_bytes())
+    cache = MetadataCache(maildir)
+    assert cache.load(1, "1.M1P1.host", msg) == SAMPLES["digest.eml"]
+    # Served from the cache now: the file's content no longer matters.
+    msg.write_bytes(b"Subject: changed\n\n")
+    assert cache.load(1, "1.M1P1.host", msg) == SAMPLES["digest.eml"]
+    # Another base name for the UID is a miss: parsed afresh.
+    assert cache.load(1, "2.M2P2.host", msg).envelope.subject == b"changed"
+    cache.close()
+
+
+def test_load_many_reports_vanished_files(tmp_path: Path, cache: MetadataCache) -> None:
+    there = tmp_path / "there"
+    there.write_bytes((FIXTURES / "simple.eml").read_bytes())
+    got = cache.load_many([(1, "there", there), (2, "gone", tmp_path / "gone")])
+    assert got[1] == SAMPLES["simple.eml"]
+    assert isinstance(got[2], FileNotFoundError)
+    with pytest.raises(FileNotFoundError):
+        cache.load(2, "gone", tmp_path / "gone")
+    assert cache.get(1, "there") == SAMPLES["simple.eml"]
