@@ -368,6 +368,8 @@ def test_our_maildir_served_by_dovecot_rfc3501_2_3_1_1(tmp_path: Path) -> None:
     # Dovecot's POP3 lists \Deleted messages too; ours leaves them out
     # (DESIGN.md rule 1), so compare the unique-ids of every message.
     assert their_uidls == our_uidls
+    # Spelled out: Dovecot 2.3's "%08Xu%08Xv" is lower-case hex (DESIGN.md rule 2).
+    assert their_uidls == [f"{r.uid:08x}{inbox.uidvalidity:08x}" for r in inbox.records()]
 
 
 def test_dovecot_changes_to_our_maildir_seen_by_us_rfc3501_2_3_1_1(tmp_path: Path) -> None:
