@@ -417,14 +417,18 @@ lmtp_save_to_detail_mailbox = no
         """
         if self._process is not None:
             raise DovecotError("this Dovecot is already running")
-        for attempt in range(3):
-            try:
-                self._start_once(timeout)
-                return
-            except _PortTaken:
-                if attempt == 2:
-                    raise DovecotError(f"no free ports for Dovecot:\n{self.log()}") from None
-                self.ports = {}
+        try:
+            for attempt in range(3):
+                try:
+                    self._start_once(timeout)
+                    return
+                except _PortTaken:
+                    if attempt == 2:
+                        raise DovecotError(f"no free ports for Dovecot:\n{self.log()}") from None
+                    self.ports = {}
+        except BaseException:
+            self.stop()  # no half-started instance, no runtime directory left
+            raise
 
     def _start_once(self, timeout: float) -> None:
         self.write_config()
