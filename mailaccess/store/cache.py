@@ -86,18 +86,10 @@ def decode_info(blob: bytes) -> MessageInfo:
     """
     try:
         env, body, size, vsize, date, offset, header_size = marshal.loads(blob)
-        if not (isinstance(body, bytes) and isinstance(header_size, int)):
+        if type(body) is not bytes or type(header_size) is not int:
             raise ValueError("bad body")
-        return MessageInfo(
-            envelope=Envelope(*env),
-            body=None,
-            body_tuple=body,
-            header_size=header_size,
-            size=size,
-            vsize=vsize,
-            date=date,
-            date_offset=offset,
-        )
+        # Positional: this runs for every message of a FETCH 1:* ENVELOPE.
+        return MessageInfo(Envelope._make(env), None, size, vsize, date, offset, header_size, body)
     except Exception as e:  # marshal raises several types on garbage
         raise ValueError(f"bad cache entry: {e}") from e
 

@@ -39,7 +39,7 @@ import marshal
 import quopri
 import re
 from collections.abc import Iterable, Iterator, Sequence
-from typing import IO, Any
+from typing import IO, Any, NamedTuple
 
 import attrs
 
@@ -87,15 +87,16 @@ MAX_DEPTH = 100
 _DEFAULT_PARAMS: Params = ((b"charset", b"us-ascii"),)
 
 
-@attrs.frozen(slots=True)
-class Envelope:
+class Envelope(NamedTuple):
     """The ENVELOPE of a message (RFC 3501 §7.4.2), ready to encode.
 
+    The fields are in the RFC's order, so an encoder can simply iterate.
     Strings are the raw header values, unfolded, encoded words left as sent;
     None is NIL.  Address lists are tuples of (name, adl, mailbox, host), None
     when the field is absent or empty.  As Dovecot does, a repeated string
     field keeps its last occurrence and repeated address fields are joined;
-    Sender and Reply-To default to From (RFC 3501 §7.4.2).
+    Sender and Reply-To default to From (RFC 3501 §7.4.2).  (A NamedTuple:
+    built from the cache several times faster than an attrs class.)
     """
 
     date: bytes | None = None
@@ -195,7 +196,6 @@ class MessageInfo:
         vsize: int,
         date: float | None = None,
         date_offset: int | None = None,
-        *,
         header_size: int | None = None,
         body_tuple: tuple[Any, ...] | bytes | None = None,
     ) -> None:
@@ -256,18 +256,7 @@ class MessageInfo:
 
 def envelope_to_tuple(env: Envelope) -> tuple[Any, ...]:
     """The envelope as a plain tuple (marshal-able)."""
-    return (
-        env.date,
-        env.subject,
-        env.from_,
-        env.sender,
-        env.reply_to,
-        env.to,
-        env.cc,
-        env.bcc,
-        env.in_reply_to,
-        env.message_id,
-    )
+    return tuple(env)
 
 
 def part_to_tuple(p: Part) -> tuple[Any, ...]:
