@@ -227,7 +227,12 @@ class POP3Server(Protocol):
                 if line is None:
                     break
                 self._arm_timer()
-                outcome = self._line_received(line)
+                try:
+                    outcome = self._line_received(line)
+                except Exception:
+                    # A bug must cost the client one -ERR, not the connection.
+                    self._internal_error(Failure())
+                    outcome = None
                 if outcome is not None:
                     self._busy = True
                     outcome.addErrback(self._internal_error)

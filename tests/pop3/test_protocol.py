@@ -772,6 +772,21 @@ def test_repeated_bad_commands_close_the_connection() -> None:
     assert conversation.take() == b""
 
 
+def test_a_failing_command_answers_err_and_the_session_goes_on(
+    session: Any, inbox: Any, monkeypatch: Any
+) -> None:
+    def broken(uid: int) -> None:
+        raise RuntimeError("a bug in the store")
+
+    monkeypatch.setattr(inbox, "open_message", broken)
+    session.exchange(f"""
+        C: RETR 1
+        S: -ERR [SYS/TEMP] internal server error, try again later
+        C: STAT
+        S: +OK 2 {SIZE1 + SIZE2}
+    """)
+
+
 def test_invalid_utf8_is_a_bad_command() -> None:
     conversation = Conversation(make_context())
     conversation.send(b"USER \xff\xfe\r\n")
