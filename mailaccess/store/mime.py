@@ -48,11 +48,15 @@ from mailaccess.store.mime_header import (
     Params,
     decode_raw,
     decode_words,
+    humanize,
     iter_fields,
     param,
     parse_addresses,
+    parse_content_type,
     parse_date,
-    split_value,
+    parse_disposition,
+    parse_languages,
+    parse_token,
 )
 
 __all__ = [
@@ -584,29 +588,36 @@ class _Parser:
         ctype = cte = cid = cdesc = cmd5 = cdisp = clang = cloc = None
         env_addrs: dict[str, list[Address]] = {}
         env_strings: dict[str, bytes] = {}
+        # RFC 2045 §4: Content-* fields mean something in a MIME entity.  A
+        # part of a multipart is one; a message (top level or encapsulated)
+        # is one if it has MIME-Version or, leniently (Dovecot), Content-Type.
+        is_mime = not top
         if header:
             for name, value in iter_fields(header):
                 lname = name.lower()
                 if lname.startswith(b"content-"):
+                    # The first of each Content-* field counts (Dovecot).
                     key = lname[8:]
                     if key == b"type":
-                        # Dovecot ignores all but the first Content-Type.
                         if ctype is None:
                             ctype = value
+                        is_mime = True
                     elif key == b"transfer-encoding":
-                        cte = value
+                        cte = value if cte is None else cte
                     elif key == b"id":
-                        cid = value
+                        cid = value if cid is None else cid
                     elif key == b"description":
-                        cdesc = value
+                        cdesc = value if cdesc is None else cdesc
                     elif key == b"md5":
-                        cmd5 = value
+                        cmd5 = value if cmd5 is None else cmd5
                     elif key == b"disposition":
-                        cdisp = value
+                        cdisp = value if cdisp is None else cdisp
                     elif key == b"language":
-                        clang = value
+                        clang = value if clang is None else clang
                     elif key == b"location":
-                        cloc = value
+                        cloc = value if cloc is None else cloc
+                elif lname == b"mime-version":
+                    is_mime = True
                 elif top and lname in _ENVELOPE_FIELDS:
                     if lname in _ADDRESS_FIELDS:
                         attr = _ADDRESS_FIELDS[lname]
@@ -617,20 +628,15 @@ class _Parser:
                             # Dovecot sends it as a space.
                             value = value.replace(b"\r", b" ")
                         env_strings[_STRING_FIELDS[lname]] = value
+        if not is_mime:
+            cte = cid = cdesc = cmd5 = cdisp = clang = cloc = None
         # RFC 2045 §5.2 defaults; RFC 2046 §5.1.5 for digest children.
         params: Params | None
         if ctype is not None:
-            head, plist = split_value(ctype)
-            slash = head.find(b"/")
-            if slash > 0:
-                mtype = head[:slash].strip()
-                subtype = head[slash + 1 :].strip()
-                params = plist or None
-            elif head:
-                # No subtype: Dovecot keeps the type and reports "" as subtype.
-                mtype, subtype, params = head, b"", plist or None
-            else:
-                mtype, subtype, params = b"text", b"plain", None
+            # A broken Content-Type is reported as it was understood, not
+            # replaced by text/plain (Dovecot: "" "" for junk).
+            mtype, subtype, plist = parse_content_type(ctype)
+            params = plist or None
         elif digest:
             mtype, subtype, params = b"message", b"rfc822", None
         else:
@@ -639,28 +645,34 @@ class _Parser:
         lsub = subtype.lower()
         if ltype == b"text" and param(params, b"charset") is None:
             params = (params or ()) + _DEFAULT_PARAMS
-        encoding = b"7bit"
-        if cte:
-            token = cte.split(None, 1)[0] if cte.split() else b""
-            if token and token[:1] != b"(":
-                encoding = token
+        encoding = (parse_token(cte) if cte else None) or b"7bit"
         disposition: tuple[bytes, Params | None] | None = None
-        if cdisp:
-            dhead, dparams = split_value(cdisp)
-            if dhead:
-                disposition = (dhead, dparams or None)
-        language: tuple[bytes, ...] | None = None
-        if clang:
-            langs = tuple(t for t in re.split(rb"[\s,]+", clang) if t)
-            language = langs or None
+        if cdisp is not None:
+            dtype, dparams = parse_disposition(cdisp)
+            disposition = (dtype, dparams or None)
+        language = parse_languages(clang) if clang else None
 
         children: tuple[Part, ...] = ()
         message: Part | None = None
         envelope: Envelope | None = None
-        if hit is not None:
-            body_end = body_start
-            size = lines = 0
-        elif ltype == b"multipart" and depth < MAX_DEPTH:
+        if hit is not None or depth >= MAX_DEPTH:
+            # No body to parse (the header ran into a boundary) or nesting
+            # too deep: still give multipart and message/rfc822 parts the
+            # shape BODYSTRUCTURE requires — one empty part, or an empty
+            # message with a NIL envelope — as Dovecot does.
+            if hit is None:
+                hit = self.next_boundary(body_start, bounds)
+                body_end = self.end_before(hit, body_start)
+                size, lines = self.vsize(body_start, body_end)
+            else:
+                body_end = body_start
+                size = lines = 0
+            if ltype == b"multipart":
+                children = (self.empty_part(body_end),)
+            elif ltype == b"message" and lsub == b"rfc822":
+                message = self.empty_part(body_start)
+                envelope = Envelope()
+        elif ltype == b"multipart":
             boundary = param(params, b"boundary")
             inner = [*bounds, b"--" + boundary] if boundary else bounds
             mine = len(bounds) if boundary else -1
@@ -699,7 +711,7 @@ class _Parser:
             gap_size, gap_lf = self.vsize(prev, body_end)
             size += gap_size
             lines += gap_lf
-        elif ltype == b"message" and lsub == b"rfc822" and depth < MAX_DEPTH:
+        elif ltype == b"message" and lsub == b"rfc822":
             message, hit, span_size, span_lf = self.entity(
                 body_start, bounds, depth + 1, False, True
             )
@@ -782,12 +794,15 @@ class _Parser:
 def _make_envelope(addrs: dict[str, list[Address]], strings: dict[str, bytes]) -> Envelope:
     def field(name: str) -> tuple[Address, ...] | None:
         value = addrs.get(name)
-        return tuple(value) if value else None
+        if not value:
+            return None
+        return tuple((humanize(a[0]), a[1], a[2], a[3]) if a[0] is not None else a for a in value)
 
     from_ = field("from_")
+    subject = strings.get("subject")
     return Envelope(
         date=strings.get("date"),
-        subject=strings.get("subject"),
+        subject=None if subject is None else humanize(subject),
         from_=from_,
         sender=field("sender") or from_,
         reply_to=field("reply_to") or from_,

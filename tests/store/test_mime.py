@@ -15,6 +15,7 @@ import pytest
 
 from mailaccess.store.mime import (
     MAX_DEPTH,
+    Envelope,
     MessageInfo,
     Part,
     crlf_size,
@@ -30,7 +31,7 @@ from mailaccess.store.mime import (
     section_range,
     to_crlf,
 )
-from mailaccess.store.mime_header import decode_words, parse_addresses, split_value
+from mailaccess.store.mime_header import decode_words, parse_addresses, parse_content_type
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "mime"
 
@@ -343,10 +344,33 @@ def test_parse_addresses_rfc5322_3_4() -> None:
     assert parse_addresses(b"Team: a@b.c")[-1] == (None, None, None, None)
 
 
-def test_split_value_rfc2231_continuations() -> None:
-    head, params = split_value(b'text/plain; a*0="x "; a*1=y; b="q\\"uote"')
-    assert head == b"text/plain"
-    assert params == ((b"b", b'q"uote'), (b"a", b"x y"))
+def test_parse_content_type_rfc2231_continuations() -> None:
+    ctype = parse_content_type(b'text/plain; a*0="x "; a*1=y; b="q\\"uote"; c*0=1; c*2=3')
+    # Joined after the plain ones; a gap in the numbering is not joined.
+    params = ((b"b", b'q"uote'), (b"a", b"x y"), (b"c*0", b"1"), (b"c*2", b"3"))
+    assert ctype == (b"text", b"plain", params)
+
+
+@pytest.mark.parametrize(
+    ("value", "parsed"),
+    [
+        (b"Text/Plain", (b"Text", b"Plain", ())),
+        (b"text / html ; a=1", (b"text", b"html", ((b"a", b"1"),))),
+        (b"garbage", (b"garbage", b"", ())),  # RFC 2045 §5.1 token without subtype
+        (b"", (b"", b"", ())),
+        (b"text/plain junk; a=1", (b"", b"", ())),
+        (
+            b"application/pdf; name=a/b.pdf; x=1",
+            (b"application", b"pdf", ((b"name", b"a"), (b"x", b"1"))),
+        ),
+        (b'text/plain; name="unterminated', (b"text", b"plain", ())),
+        (b"text/plain; junk; a=1", (b"text", b"plain", ())),
+        (b'text/plain; a="x;y" b; c=2', (b"text", b"plain", ((b"a", b"x;y"), (b"c", b"2")))),
+        (b"text/plain (comment); a=(c) 1", (b"text", b"plain", ((b"a", b"1"),))),
+    ],
+)
+def test_parse_content_type_rfc2045_5_1(value: bytes, parsed: tuple[bytes, bytes, tuple]) -> None:
+    assert parse_content_type(value) == parsed
 
 
 # --- malformed and hostile input ----------------------------------------------------------
@@ -366,13 +390,24 @@ def test_absurd_nesting_is_capped() -> None:
     while part.children:
         part = part.children[0]
         levels += 1
-    assert levels == MAX_DEPTH
+    # The multipart at the cap is not parsed but still has the one (empty)
+    # part BODYSTRUCTURE's grammar requires.
+    assert levels == MAX_DEPTH + 1
+    assert (part.type, part.size, part.header_size) == (b"text", 0, 0)
 
 
 def test_absurd_rfc822_nesting_is_capped() -> None:
     data = b"Content-Type: message/rfc822\n\n" * (MAX_DEPTH * 3) + b"end\n"
     info = parse_message(data)
     check_offsets(data, info)
+    part, levels = info.body, 0
+    while part.message is not None and part.message.message is not None:
+        part, levels = part.message, levels + 1
+    # The message/rfc822 part at the cap is not parsed, but still has the
+    # envelope and body BODYSTRUCTURE's grammar requires.
+    assert levels == MAX_DEPTH
+    assert part.envelope == Envelope()
+    assert part.message is not None and part.message.size == 0
 
 
 def test_many_parts_without_blank_lines_is_linear() -> None:
