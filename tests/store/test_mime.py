@@ -31,7 +31,12 @@ from mailaccess.store.mime import (
     section_range,
     to_crlf,
 )
-from mailaccess.store.mime_header import decode_words, parse_addresses, parse_content_type
+from mailaccess.store.mime_header import (
+    decode_words,
+    humanize,
+    parse_addresses,
+    parse_content_type,
+)
 
 FIXTURES = Path(__file__).parent.parent / "fixtures" / "mime"
 
@@ -342,6 +347,41 @@ def test_parse_addresses_rfc5322_3_4() -> None:
     ]
     # an unterminated group is closed
     assert parse_addresses(b"Team: a@b.c")[-1] == (None, None, None, None)
+
+
+@pytest.mark.parametrize(
+    ("value", "addresses"),
+    [
+        (b"x@y junk, z@w", [(None, None, b"x", b"y")]),  # junk ends the list
+        (
+            b"a@b, , c@d",
+            [
+                (None, None, b"a", b"b"),
+                (None, None, b"MISSING_MAILBOX", b"MISSING_DOMAIN"),
+                (None, None, b"c", b"d"),
+            ],
+        ),
+        (b"a@b,", [(None, None, b"a", b"b")]),
+        (b'"only a name"', [(b"only a name", None, b"MISSING_MAILBOX", b"MISSING_DOMAIN")]),
+        (b"u@h (Real Name)", [(b"Real Name", None, b"u", b"h")]),
+        (b"(not a name) u@h", [(None, None, b"u", b"h")]),
+        (b'"" <u@h>', [(None, None, b"u", b"h")]),
+        (
+            b"G: a@b; junk",
+            [(None, None, b"G", None), (None, None, b"a", b"b"), (None, None, None, None)],
+        ),
+    ],
+)
+def test_parse_addresses_malformed_like_dovecot(value: bytes, addresses: list) -> None:
+    assert parse_addresses(value) == addresses
+
+
+@pytest.mark.parametrize(
+    ("raw", "human"),
+    [(b"  a \t\r\n  b  ", b"a b"), (b"x\0y", b"x\x80y"), (b"   ", b""), (b"plain", b"plain")],
+)
+def test_humanize_like_dovecot(raw: bytes, human: bytes) -> None:
+    assert humanize(raw) == human
 
 
 def test_parse_content_type_rfc2231_continuations() -> None:
