@@ -20,9 +20,16 @@ reference answers in tests/fixtures/mime/dovecot_answers.json):
 * an unterminated multipart ends where an outer boundary or the data ends;
 * a multipart without a boundary parameter, or with no part at all, gets one
   empty text/plain part;
-* no header/body separator: everything is header and the body is empty.
+* no header/body separator: everything is header and the body is empty;
+* the first of each Content-* field counts; Content-* fields other than
+  Content-Type count only in a MIME entity (RFC 2045 §4: MIME-Version, or
+  leniently Content-Type, or being a part of a multipart);
+* a broken Content-Type is reported as understood (``"" ""`` for junk), not
+  replaced by text/plain.
 
-Nesting is capped at ``MAX_DEPTH``; deeper parts are leaves.  The parser
+Nesting is capped at ``MAX_DEPTH``: deeper parts are not parsed, but a
+multipart there still gets one empty part and a message/rfc822 an empty
+message with a NIL envelope, so BODYSTRUCTURE stays well-formed.  The parser
 never raises on any input.
 
 Line ends: the stored file normally has LF; CRLF files are parsed the same.
