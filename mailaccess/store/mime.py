@@ -592,7 +592,8 @@ class _Parser:
                     break
                 pos = limit
         header = data[start:header_end]
-        ctype = cte = cid = cdesc = cmd5 = cdisp = clang = cloc = None
+        ctype = cte = cid = cdesc = cmd5 = clang = cloc = None
+        disposition: tuple[bytes, Params | None] | None = None
         env_addrs: dict[str, list[Address]] = {}
         env_strings: dict[str, bytes] = {}
         # RFC 2045 §4: Content-* fields mean something in a MIME entity.  A
@@ -610,7 +611,9 @@ class _Parser:
                             ctype = value
                         is_mime = True
                     elif key == b"transfer-encoding":
-                        cte = value if cte is None else cte
+                        # The first one that is a valid token (Dovecot).
+                        if cte is None:
+                            cte = parse_token(value)
                     elif key == b"id":
                         cid = value if cid is None else cid
                     elif key == b"description":
@@ -618,7 +621,10 @@ class _Parser:
                     elif key == b"md5":
                         cmd5 = value if cmd5 is None else cmd5
                     elif key == b"disposition":
-                        cdisp = value if cdisp is None else cdisp
+                        # Dovecot reads each one until one had parameters.
+                        if disposition is None or disposition[1] is None:
+                            dtype, dparams = parse_disposition(value)
+                            disposition = (dtype, dparams or None)
                     elif key == b"language":
                         clang = value if clang is None else clang
                     elif key == b"location":
@@ -636,7 +642,8 @@ class _Parser:
                             value = value.replace(b"\r", b" ")
                         env_strings[_STRING_FIELDS[lname]] = value
         if not is_mime:
-            cte = cid = cdesc = cmd5 = cdisp = clang = cloc = None
+            cte = cid = cdesc = cmd5 = clang = cloc = None
+            disposition = None
         # RFC 2045 §5.2 defaults; RFC 2046 §5.1.5 for digest children.
         params: Params | None
         if ctype is not None:
@@ -652,11 +659,7 @@ class _Parser:
         lsub = subtype.lower()
         if ltype == b"text" and param(params, b"charset") is None:
             params = (params or ()) + _DEFAULT_PARAMS
-        encoding = (parse_token(cte) if cte else None) or b"7bit"
-        disposition: tuple[bytes, Params | None] | None = None
-        if cdisp is not None:
-            dtype, dparams = parse_disposition(cdisp)
-            disposition = (dtype, dparams or None)
+        encoding = cte or b"7bit"
         language = parse_languages(clang) if clang else None
 
         children: tuple[Part, ...] = ()
@@ -741,7 +744,10 @@ class _Parser:
         ):
             # Empty body right before a boundary: the header's blank line is
             # the line break that belongs to the boundary (RFC 2046 §5.1.1),
-            # so the MIME header loses it, as in Dovecot.
+            # so the header loses it, as in Dovecot.  For an encapsulated
+            # message Dovecot still counts it in the message/rfc822 body.
+            if top:
+                self.eaten = hit[0]
             cut = body_start - 1
             if cut > start and data[cut - 1] == 0x0D:
                 cut -= 1
