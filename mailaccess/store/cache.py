@@ -8,9 +8,9 @@ Maildir alone, so the cache is never trusted blindly:
 
 * an entry is keyed by UID and also records the Maildir base name; a lookup
   with another base name is a miss (the UID now names another file);
-* the file carries a format version (``PRAGMA user_version``) and our
-  application id; a file of another version, a foreign file or a corrupt one
-  is deleted and started afresh;
+* the file carries a version (``PRAGMA user_version``: the entry format and
+  ``mime.PARSER_VERSION``) and our application id; a file of another
+  version, a foreign file or a corrupt one is deleted and started afresh;
 * ``reset(uidvalidity)`` drops every entry when UIDVALIDITY changed;
 * a failing disk (full, read-only, I/O error) makes the cache act empty —
   misses and dropped writes, logged — and never fails the store.
@@ -24,8 +24,8 @@ Thread-safety: one sqlite3 connection opened with ``check_same_thread=False``
 and every method serialised by a lock, so the store may call it from the
 reactor thread and from ``deferToThread`` workers alike.  WAL journaling with
 ``synchronous=NORMAL`` and one transaction per ``put_many`` keep 10,000
-writes to a few tens of milliseconds; losing the last writes in a power cut
-only costs a re-parse.
+writes to about 0.1 s; losing the last writes in a power cut only costs a
+re-parse.
 """
 
 from __future__ import annotations
@@ -39,7 +39,13 @@ from pathlib import Path
 
 from twisted.logger import Logger
 
-from mailaccess.store.mime import Envelope, MessageInfo, envelope_to_tuple, parse_message
+from mailaccess.store.mime import (
+    PARSER_VERSION,
+    Envelope,
+    MessageInfo,
+    envelope_to_tuple,
+    parse_message,
+)
 
 __all__ = ["CACHE_FILENAME", "FORMAT_VERSION", "MetadataCache", "decode_info", "encode_info"]
 
@@ -49,6 +55,9 @@ CACHE_FILENAME = "mailaccess.cache"
 #: Bump whenever the serialised form of MessageInfo or the schema changes:
 #: caches of another version are thrown away and rebuilt.
 FORMAT_VERSION = 2
+
+# What PRAGMA user_version holds: a change of either part voids the file.
+_USER_VERSION = FORMAT_VERSION * 1000 + PARSER_VERSION
 
 # sqlite's application_id: marks the file as ours ("MAcc").
 _APPLICATION_ID = 0x4D416363
@@ -136,16 +145,16 @@ class MetadataCache:
             app_id = db.execute("PRAGMA application_id").fetchone()[0]
             version = db.execute("PRAGMA user_version").fetchone()[0]
             tables = db.execute("SELECT count(*) FROM sqlite_master").fetchone()[0]
-            if tables and (app_id != _APPLICATION_ID or version != FORMAT_VERSION):
+            if tables and (app_id != _APPLICATION_ID or version != _USER_VERSION):
                 raise sqlite3.DatabaseError(
-                    f"format {version} (app id {app_id:#x}), want {FORMAT_VERSION}"
+                    f"version {version} (app id {app_id:#x}), want {_USER_VERSION}"
                 )
             if not tables:
                 db.execute("PRAGMA journal_mode=WAL")
                 db.executescript(
                     f"""
                     PRAGMA application_id={_APPLICATION_ID};
-                    PRAGMA user_version={FORMAT_VERSION};
+                    PRAGMA user_version={_USER_VERSION};
                     CREATE TABLE meta (key TEXT PRIMARY KEY, value INTEGER);
                     CREATE TABLE messages (
                         uid INTEGER PRIMARY KEY, base TEXT NOT NULL, info BLOB NOT NULL

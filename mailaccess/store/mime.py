@@ -68,6 +68,7 @@ from mailaccess.store.mime_header import (
 
 __all__ = [
     "MAX_DEPTH",
+    "PARSER_VERSION",
     "Address",
     "Envelope",
     "MessageInfo",
@@ -90,6 +91,10 @@ __all__ = [
     "section_range",
     "to_crlf",
 ]
+
+#: Bump whenever parse_message would answer differently for some message:
+#: the metadata cache then throws its entries away (they are stale).
+PARSER_VERSION = 1
 
 #: Deepest nesting of multipart and message/rfc822 parts that is parsed;
 #: anything below is treated as an opaque leaf.  Dovecot uses 100.

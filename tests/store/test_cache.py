@@ -247,3 +247,14 @@ def test_load_many_reports_vanished_files(tmp_path: Path, cache: MetadataCache) 
     with pytest.raises(FileNotFoundError):
         cache.load(2, "gone", tmp_path / "gone")
     assert cache.get(1, "there") == SAMPLES["simple.eml"]
+
+
+def test_new_parser_version_voids_entries(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    c = MetadataCache(tmp_path)
+    c.put(1, "a", info())
+    c.close()
+    # A parser that answers differently makes every stored entry stale.
+    monkeypatch.setattr(cache_module, "_USER_VERSION", cache_module._USER_VERSION + 1)
+    c = MetadataCache(tmp_path)
+    assert c.get(1, "a") is None
+    c.close()
