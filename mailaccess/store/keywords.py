@@ -14,6 +14,7 @@ from pathlib import Path
 from mailaccess.store.dotlock import DotLock
 from mailaccess.store.maildir import atomic_write
 from mailaccess.store.model import StoreError
+from mailaccess.store.uidlist import FileStamp
 
 FILENAME = "dovecot-keywords"
 LETTERS = string.ascii_lowercase
@@ -48,14 +49,23 @@ class Keywords:
         self.path = maildir / FILENAME
         self.by_letter: dict[str, str] = {}
         self.by_name: dict[str, str] = {}
+        # What the file looked like when last read: another program (Dovecot,
+        # a second server process) may add letters without touching cur/.
+        self.stamp: FileStamp | None = None
 
     def load(self) -> None:
         """(Re)read the file; a missing file means no keywords yet."""
+        stamp = FileStamp.of(self.path)
         try:
             text = self.path.read_text("utf-8", errors="replace")
         except FileNotFoundError:
             text = ""
         self._set(parse(text))
+        self.stamp = stamp
+
+    def changed_on_disk(self) -> bool:
+        """True if the file differs from what ``load`` last read."""
+        return FileStamp.of(self.path) != self.stamp
 
     def _set(self, by_letter: dict[str, str]) -> None:
         self.by_letter = by_letter

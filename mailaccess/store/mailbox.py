@@ -793,6 +793,7 @@ class Mailbox(IMailbox):
             self._dir_stamps is not None
             and self._dir_stamps_now() == self._dir_stamps
             and FileStamp.of(self._uidlist_path) == self._uidlist_stamp
+            and not self._keywords.changed_on_disk()
         )
 
     def _list_files(self, skip: Set[str]) -> dict[str, tuple[str, bool]]:
@@ -834,7 +835,9 @@ class Mailbox(IMailbox):
                 result.expunged.append(record.uid)
                 continue
             name = found[0]
-            if name == self._filename(record):
+            # A name with letters we could not name (dovecot-keywords lagging
+            # behind a rename by Dovecot) is resolved again at every scan.
+            if name == self._filename(record) and record.uid not in self._odd_names:
                 continue
             _, letters = split_filename(name)
             flags, _ = letters_to_flags(letters or "", self._keywords.by_letter)

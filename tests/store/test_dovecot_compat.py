@@ -677,12 +677,6 @@ def test_require_dovecot_skips_with_a_reason(monkeypatch: pytest.MonkeyPatch) ->
             harness.require_dovecot()
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="store: a keyword letter missing from dovecot-keywords when the file was "
-    "first seen is never resolved later by the open Mailbox (reported to the store "
-    "owner; a fresh open resolves it)",
-)
 def test_keyword_letter_resolved_when_dovecot_keywords_catches_up_rfc3501_2_3_2(
     tmp_path: Path,
 ) -> None:
