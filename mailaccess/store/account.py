@@ -99,8 +99,11 @@ class Account(IAccount):
         clock: IReactorTime,
         run_in_thread: RunInThread = deferToThread,
         watch: Any = None,
+        quota: Any = None,
     ) -> None:
         self.username = username
+        #: [quota hook, issue 6] mailaccess.store.quota.Quota, or None: no limit.
+        self.quota = quota
         self.root = root
         self._clock = clock
         self._run_in_thread = run_in_thread
@@ -187,6 +190,7 @@ class Account(IAccount):
             self._run_in_thread,
             folder=name != "INBOX",
         )
+        mailbox.quota = self.quota  # [quota hook]
         # Watch before the first scan, so nothing delivered meanwhile is
         # missed; a folder without cur/ new/ yet is watched once they exist.
         watched_early = self._watch is not None and _has_maildir_dirs(mailbox.path)
@@ -475,6 +479,7 @@ class Store(IStore):
         mailboxes: MailboxesConfig,
         clock: IReactorTime,
         run_in_thread: RunInThread = deferToThread,
+        quota_policy: Any = None,
     ) -> None:
         from mailaccess.store.watch import MailboxWatch, inotify_available
 
@@ -483,6 +488,8 @@ class Store(IStore):
         self._clock = clock
         self._run_in_thread = run_in_thread
         self._accounts: dict[str, Account] = {}
+        #: [quota hook, issue 6] mailaccess.store.quota.QuotaPolicy, or None.
+        self.quota_policy = quota_policy
         # inotify needs a real reactor; with a test Clock, rescans stand in.
         self._watch = MailboxWatch(clock) if inotify_available(clock) else None
 
@@ -493,11 +500,26 @@ class Store(IStore):
             if not username or username.startswith(".") or "/" in username or "\x00" in username:
                 raise StoreError(f"{username!r} cannot name a mail directory")
             account = Account(
-                username, self.mail_root / username, self._clock, self._run_in_thread, self._watch
+                username,
+                self.mail_root / username,
+                self._clock,
+                self._run_in_thread,
+                self._watch,
+                quota=self._quota_of(username),
             )
             account.prepare(self._mailboxes)
             self._accounts[username] = account
         return account
+
+    def _quota_of(self, username: str) -> Any:
+        """[quota hook] The Quota of *username* under the store's policy, or None."""
+        policy = self.quota_policy
+        if policy is None or not policy.enabled:
+            return None
+        from mailaccess.store.quota import Quota
+
+        clock: Any = self._clock
+        return Quota(self.mail_root / username, lambda: policy.limit_for(username), clock.seconds)
 
     def close(self) -> None:
         """Stop watching directories (server shutdown)."""

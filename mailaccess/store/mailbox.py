@@ -172,6 +172,10 @@ class Mailbox(IMailbox):
         self._expected_lock = threading.Lock()
         self._expected: dict[tuple[str, str], int] = {}
         self._cache: Any = None  # mailaccess.store.cache.MetadataCache once open
+        # [quota hook, issue 6] mailaccess.store.quota.Quota of the account, set
+        # by Account.mailbox; checked before a message enters cur/, updated
+        # after appends, copies and expunges.
+        self.quota: Any = None
 
     # --- opening ------------------------------------------------------------
 
@@ -472,6 +476,9 @@ class Mailbox(IMailbox):
                     break
                 removed.append(uid)
             if removed:
+                if self.quota is not None:  # [quota hook]
+                    sizes = [r.size for r in map(self.record, removed) if r is not None]
+                    _update_quota(self.quota, -sum(sizes), -len(sizes))
                 try:
                     fsync_dir(self._cur)
                 except OSError as exc:
@@ -628,6 +635,8 @@ class Mailbox(IMailbox):
             created: list[Path] = []
             try:
                 try:
+                    if self.quota is not None:  # [quota hook] refuse before cur/ sees it
+                        self.quota.check(sum(i.size for i in items), len(items))
                     keywords = {f for i in items for f in i.flags if not f.startswith("\\")}
                     self._keywords.ensure(keywords)
                     names = []
@@ -657,6 +666,8 @@ class Mailbox(IMailbox):
             finally:
                 for item in items:
                     unlink_quietly(item.tmp_path)
+            if self.quota is not None:  # [quota hook] the messages are durable now
+                _update_quota(self.quota, sum(i.size for i in items), len(items))
             records = []
             for item, uid, path in zip(items, uids, created, strict=True):
                 mtime = os.stat(path).st_mtime
@@ -1061,6 +1072,15 @@ class Mailbox(IMailbox):
         for uid in gone:
             self._odd_names.pop(uid, None)
             self._recent.discard(uid)
+
+
+def _update_quota(quota: Any, storage: int, messages: int) -> None:
+    """[quota hook] Record a change of usage; a failure must not undo the mutation."""
+    try:
+        quota.update(storage, messages)
+    except OSError as exc:
+        # maildirsize is a cache: the next recount puts it right.
+        log.warn("could not update maildirsize: {error}", error=exc)
 
 
 def _changed_flags(current: Flags, flags: Flags, mode: FlagMode) -> Flags:
