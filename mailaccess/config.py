@@ -109,6 +109,36 @@ class MailboxesConfig:
 
 
 @attrs.frozen
+class LMTPConfig:
+    """Mail in: how LMTP (and ``mailaccess deliver``) map addresses to mailboxes."""
+
+    # Domains whose addresses are ours: user@<domain> is the user "user".  Empty:
+    # the domain is not looked at (the MTA decided the mail is ours).
+    domains: tuple[str, ...] = ()
+    detail_delimiter: str = "+"  # user+detail@domain; "" turns details off
+    # "inbox": user+detail goes to INBOX; "folder": to the folder named
+    # "detail" when it exists (else INBOX).
+    detail_mailbox: Literal["inbox", "folder"] = "inbox"
+    # RFC 1870 SIZE; a message that grows past it is refused with 552.
+    max_message_size: int = 50 * 1024 * 1024
+    max_recipients: int = 1000  # RFC 5321 §4.5.3.1.8: at least 100
+    timeout: float = 300.0  # RFC 5321 §4.5.3.2.7: the server waits 5 minutes
+
+
+@attrs.frozen
+class QuotaConfig:
+    """Per-user storage limits, kept Maildir++-compatible (``maildirsize``)."""
+
+    # Default per-user limit: bytes, or Dovecot units ("1G", "500M"); 0 = none.
+    storage: int | str = 0
+    # Honour userdb_quota_rule=*:storage=... extra fields of the users file.
+    user_rules: bool = True
+    # Over quota: "reject" (LMTP 552 5.2.2, deliver exits 77) or "tempfail"
+    # (LMTP 452 4.2.2, deliver exits 75: the MTA keeps trying).
+    over_quota: Literal["reject", "tempfail"] = "reject"
+
+
+@attrs.frozen
 class Config:
     """The whole configuration; ``source`` is the file it came from."""
 
@@ -120,6 +150,8 @@ class Config:
     limits: LimitsConfig = LimitsConfig()
     pop3: POP3Config = POP3Config()
     mailboxes: MailboxesConfig = MailboxesConfig()
+    lmtp: LMTPConfig = LMTPConfig()
+    quota: QuotaConfig = QuotaConfig()
 
 
 class ConfigError(Exception):
@@ -153,6 +185,8 @@ _SECTIONS: dict[str, type] = {
     "limits": LimitsConfig,
     "pop3": POP3Config,
     "mailboxes": MailboxesConfig,
+    "lmtp": LMTPConfig,
+    "quota": QuotaConfig,
 }
 
 # Keys whose value is a path resolved against the config file's directory.
@@ -329,6 +363,8 @@ def _expected_text(hint: Any) -> str:
         return "an integer"
     if hint is Path:
         return "a file path string"
+    if hint is str:
+        return "a string"
     if typing.get_origin(hint) is Literal:
         return " or ".join(repr(a) for a in typing.get_args(hint))
     return getattr(hint, "__name__", repr(hint))
@@ -401,6 +437,29 @@ def _expire(value: int | str) -> str | None:
     return None
 
 
+def _domains(values: tuple[str, ...]) -> str | None:
+    for domain in values:
+        if not domain or "@" in domain or any(c.isspace() for c in domain):
+            return f"expected domain names such as example.org, got {domain!r}"
+    return None
+
+
+def _detail_delimiter(value: str) -> str | None:
+    if len(value) > 1 or value in ("@", '"', "<", ">") or value.isspace():
+        return f"expected one character such as '+' or '-' (or '' for none), got {value!r}"
+    return None
+
+
+def _quota_size(value: int | str) -> str | None:
+    from mailaccess.store.quota import QuotaSizeError, parse_size
+
+    try:
+        parse_size(value)
+    except QuotaSizeError as e:
+        return str(e)
+    return None
+
+
 def _endpoints(values: tuple[str, ...]) -> str | None:
     for description in values:
         problem = endpoint_problem(description)
@@ -461,6 +520,13 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pop3.login_delay": _at_least(0, "seconds"),
     "pop3.expire": _expire,
     "mailboxes.auto_create": _auto_create,
+    "lmtp.domains": _domains,
+    "lmtp.detail_delimiter": _detail_delimiter,
+    # RFC 1870: SIZE; RFC 5321 §4.5.3.1.7 asks that 64K messages pass.
+    "lmtp.max_message_size": _at_least(65536, "RFC 5321 §4.5.3.1.7 message content"),
+    "lmtp.max_recipients": _at_least(100, "RFC 5321 §4.5.3.1.8 recipients buffer"),
+    "lmtp.timeout": _at_least(1, "seconds"),
+    "quota.storage": _quota_size,
 }
 
 
