@@ -490,10 +490,6 @@ class IMAPServer(Protocol):
             fields=fields,
         )
 
-    def search_context(self) -> Any:
-        """What SEARCH evaluation needs besides the view (see search_eval)."""
-        return None
-
     @property
     def peer_host(self) -> str:
         """The client's address, for the login throttle."""
@@ -508,6 +504,9 @@ class IMAPFactory(Factory):
     def __init__(self, context: ServerContext, implicit_tls: bool) -> None:
         self.context = context
         self.implicit_tls = implicit_tls
+        #: Where SEARCH reads message bodies (None: the reactor's thread pool;
+        #: tests set a synchronous runner).
+        self.run_in_thread: Any = None
 
     def buildProtocol(self, addr: object) -> IMAPServer:
         return IMAPServer(self)

@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from twisted.internet.address import IPv4Address
+from twisted.internet.defer import succeed
 from twisted.internet.task import Clock
 from twisted.internet.testing import StringTransport
 
@@ -47,6 +48,11 @@ def fired(d: Any) -> Any:
     d.addBoth(box.append)
     assert box, "the Deferred should have fired synchronously"
     return box[0]
+
+
+def run_now(f: Any, *args: Any) -> Any:
+    """A thread runner that runs *f* at once (for deterministic transcripts)."""
+    return succeed(f(*args))
 
 
 class TLSStringTransport(StringTransport):
@@ -82,7 +88,11 @@ class IMAPConversation:
         factory: IMAPFactory | None = None,
     ) -> None:
         self.context = context
-        self.factory = factory or IMAPFactory(context, implicit_tls)
+        if factory is None:
+            factory = IMAPFactory(context, implicit_tls)
+            # SEARCH reads bodies in a thread; here it runs at once, deterministically.
+            factory.run_in_thread = run_now
+        self.factory = factory
         self.transport = TLSStringTransport(peerAddress=IPv4Address("TCP", peer, 50000))
         self.server: IMAPServer = self.factory.buildProtocol(None)
         self.server.makeConnection(self.transport)

@@ -1,0 +1,470 @@
+"""Message commands: APPEND (RFC 3501 §6.3.11), SEARCH, FETCH, STORE, COPY (§6.4.4-§6.4.7),
+their UID forms (§6.4.8), MOVE (RFC 6851) and the UIDPLUS codes (RFC 4315).
+
+FETCH answers through :class:`FetchRun`, a push producer: small responses are
+gathered into batched writes, message sections stream from their files in
+chunks, and a slow client pauses the run (so 500 messages of 1 MB never sit in
+memory).  Per message there is no Deferred chain unless metadata must really be
+read from disk.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+from typing import IO, TYPE_CHECKING, Any, cast
+
+import attrs
+from twisted.internet.defer import Deferred
+from twisted.internet.interfaces import IPushProducer
+from twisted.logger import Logger
+from twisted.python.failure import Failure
+from zope.interface import implementer
+
+from mailaccess.imap import commands as c
+from mailaccess.imap.cmd_mailbox import mailbox_name
+from mailaccess.imap.fetch_data import BodyStream, FetchPlan, UnsupportedFetchItem
+from mailaccess.imap.response import Atom, ResponseCode, sequence_set_atom, untagged_status
+from mailaccess.imap.session import Outcome, Reply
+from mailaccess.imap.view import MailboxView, OutOfRange, flags_line
+from mailaccess.store.model import SEEN, MessageGone, MessageRecord, NoSuchMailbox
+
+if TYPE_CHECKING:
+    from mailaccess.imap.server import IMAPServer
+
+__all__ = ["FetchRun", "append", "copy", "fetch", "move", "search", "store"]
+
+log = Logger(namespace="mailaccess.imap")
+
+_GONE_TEXT = "Some of the requested messages no longer exist"
+
+
+def _view(server: IMAPServer) -> MailboxView:
+    view = server.view
+    assert view is not None, "a selected-state command without a selected mailbox"
+    return view
+
+
+def _select(
+    view: MailboxView, command: c.Fetch | c.Store | c.Copy | c.Move
+) -> list[tuple[int, MessageRecord]] | Reply:
+    if command.sequence_set.saved:
+        # RFC 5182 SEARCHRES is not advertised.
+        return Reply.bad("$ (SEARCHRES) is not supported")
+    try:
+        return view.select(command.sequence_set, command.uid)
+    except OutOfRange as error:
+        # RFC 3501 §9: a message sequence number must exist (Dovecot: BAD too).
+        return Reply.bad(str(error))
+
+
+def _read_only(view: MailboxView, what: str) -> Reply | None:
+    if view.readonly:
+        return Reply.no(f"{what}: the mailbox is read-only (EXAMINE)", "READ-ONLY")
+    return None
+
+
+# --- RFC 3501 §6.3.11 APPEND, RFC 4315 §3 APPENDUID ------------------------------------
+
+
+def append(server: IMAPServer, command: c.Append) -> Outcome:
+    """Store one message; ``OK [APPENDUID uidvalidity uid]`` once it is on disk."""
+    if len(command.messages) != 1:
+        return Reply.bad("MULTIAPPEND is not supported: one message per APPEND")
+    message = command.messages[0]
+    if message.binary:
+        return Reply.bad("BINARY literals (~{n}) are not supported")
+    if not message.message:
+        return Reply.no("an empty message cannot be appended")
+    date = message.internal_date.timestamp() if message.internal_date is not None else None
+    d: Deferred[Any] = server.account.mailbox(mailbox_name(command.mailbox))
+
+    def opened(mailbox: Any) -> Deferred[Reply]:
+        stored: Deferred[Any] = mailbox.append(message.message, frozenset(message.flags), date)
+        return stored.addCallback(
+            lambda record: Reply.ok(
+                "APPEND completed",
+                ResponseCode("APPENDUID", (mailbox.uidvalidity, record.uid)),
+            )
+        )
+
+    def missing(failure: Failure) -> Reply:
+        failure.trap(NoSuchMailbox)
+        # RFC 3501 §6.3.11: TRYCREATE tells the client that CREATE may help.
+        return Reply.no(f"APPEND failed: {failure.value}", "TRYCREATE")
+
+    return d.addCallbacks(opened, missing)
+
+
+# --- RFC 3501 §6.4.4 SEARCH --------------------------------------------------------------
+
+
+def search(server: IMAPServer, command: c.Search) -> Outcome:
+    """Evaluate the program over this session's view; numbers or UIDs ascending."""
+    from mailaccess.imap.search_eval import BadCharset, UnsupportedSearchKey, evaluate
+
+    if command.returns is not None:
+        return Reply.bad("ESEARCH (SEARCH RETURN) is not supported")
+    view = _view(server)
+    records = view.records
+    messages = [(seq, record, view.flags_of(record)) for seq, record in view.iter_all()]
+    context = _SearchContext(
+        highest_seq=len(records),
+        highest_uid=records[-1].uid if records else 0,
+        saved=None,
+        mailbox=view.mailbox,
+    )
+    runner = server.factory.run_in_thread
+    try:
+        if runner is None:
+            d: Deferred[Any] = evaluate(command.program, messages, context, command.charset)
+        else:
+            d = evaluate(command.program, messages, context, command.charset, runner)
+    except BadCharset as error:
+        # RFC 3501 §6.4.4: NO, naming the charsets we do support.
+        supported = [Atom.of(name) for name in error.supported]
+        return Reply.no(str(error), ResponseCode("BADCHARSET", (supported,)))
+    except UnsupportedSearchKey as error:
+        return Reply.bad(str(error))
+
+    def found(numbers: Sequence[int]) -> Reply:
+        if server.view is not view:
+            return Reply.no("the mailbox was closed during SEARCH")
+        if command.uid:
+            # Numbers are of the records as they were when the search began.
+            numbers = [records[n - 1].uid for n in numbers]
+        server.send(b"* SEARCH" + b"".join(b" %d" % n for n in numbers) + b"\r\n")
+        return Reply.ok("SEARCH completed")
+
+    return d.addCallback(found)
+
+
+@attrs.define
+class _SearchContext:
+    """What search_eval needs of the session (its SearchContext protocol)."""
+
+    highest_seq: int
+    highest_uid: int
+    saved: Any
+    mailbox: Any
+
+    def message_info(self, uid: int) -> Deferred[Any]:
+        result: Deferred[Any] = self.mailbox.message_info(uid)
+        return result
+
+    def open_message(self, uid: int) -> IO[bytes]:
+        result: IO[bytes] = self.mailbox.open_message(uid)
+        return result
+
+
+# --- RFC 3501 §6.4.5 FETCH -------------------------------------------------------------------
+
+
+class _KeepOpen:
+    """A file whose close() is ours to call: the plan reads it, we stream from it."""
+
+    def __init__(self, file: IO[bytes]) -> None:
+        self.file = file
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.file, name)
+
+    def close(self) -> None:
+        pass
+
+
+def fetch(server: IMAPServer, command: c.Fetch) -> Outcome:
+    """FETCH / UID FETCH, setting \\Seen first for BODY[] and friends."""
+    if command.modifiers:
+        return Reply.bad("FETCH modifiers (CONDSTORE) are not supported")
+    view = _view(server)
+    targets = _select(view, command)
+    if isinstance(targets, Reply):
+        return targets
+    try:
+        plan = FetchPlan(command.attributes, command.uid)
+    except UnsupportedFetchItem as error:
+        return Reply.bad(str(error))
+    if not targets:
+        return Reply.ok("FETCH completed")
+    unseen = []
+    if plan.sets_seen and not view.readonly:
+        unseen = [r.uid for _, r in targets if SEEN not in r.flags]
+    if not unseen:
+        return FetchRun(server, view, plan, targets, frozenset()).start()
+    # RFC 3501 §6.4.5: BODY[...] (not PEEK), RFC822 and RFC822.TEXT set \Seen.
+    d: Deferred[Any] = view.mailbox.store_flags(unseen, frozenset({SEEN}), "add")
+
+    def seen(changed: dict[int, Any]) -> Deferred[Reply] | Reply:
+        if server.view is not view:
+            return Reply.no("the mailbox was closed during FETCH")
+        # Our own \Seen changes are told in the FETCH lines themselves.
+        server.report_updates(command.uid, own_flags=changed)
+        again = _select(view, command)
+        if isinstance(again, Reply):
+            return again
+        return FetchRun(server, view, plan, again, frozenset(changed)).start()
+
+    return d.addCallback(seen)
+
+
+@implementer(IPushProducer)
+class FetchRun:
+    """Writes the FETCH responses of one command, as fast as the client reads them."""
+
+    def __init__(
+        self,
+        server: IMAPServer,
+        view: MailboxView,
+        plan: FetchPlan,
+        targets: list[tuple[int, MessageRecord]],
+        seen_changed: frozenset[int],
+    ) -> None:
+        self.server = server
+        self.view = view
+        self.plan = plan
+        self.targets = targets
+        self.seen_changed = seen_changed
+        self.gone = 0  # messages that vanished under us (RFC 2180 §4.1)
+        self._next = 0
+        self._paused = False
+        self._running = False
+        self._finished = False
+        self._waiting_info = False
+        self._info: Any = None
+        self._parts: list[bytes | BodyStream] = []
+        self._file: IO[bytes] | None = None
+        self._chunks: Iterator[bytes] | None = None
+        self._done: Deferred[Reply] = Deferred()
+
+    def start(self) -> Deferred[Reply]:
+        """Begin; fires with the tagged reply once every response is written."""
+        self.server.producer = self
+        self.server.transport.registerProducer(self, True)
+        self.resumeProducing()
+        return self._done
+
+    # --- IPushProducer ------------------------------------------------------------
+
+    def pauseProducing(self) -> None:
+        self._paused = True
+
+    def resumeProducing(self) -> None:
+        self._paused = False
+        if self._running or self._finished or self._waiting_info:
+            return
+        self._running = True
+        try:
+            while not self._paused and not self._finished and not self._waiting_info:
+                self._step()
+        except Exception:
+            self._finish(Failure())
+        finally:
+            self._running = False
+
+    def stopProducing(self) -> None:
+        self._finish(None, stopped=True)
+
+    # --- the work -----------------------------------------------------------------
+
+    def _step(self) -> None:
+        if self._chunks is not None:
+            chunk = next(self._chunks, None)
+            if chunk is None:
+                self._chunks = None
+            else:
+                self.server.transport.write(chunk)
+            return
+        if self._parts:
+            part = self._parts.pop(0)
+            if isinstance(part, BodyStream):
+                self.server.flush_output()
+                assert self._file is not None
+                self._chunks = part.chunks(self._file)
+            else:
+                self.server.send(part)
+            return
+        self._close_file()
+        if self._next >= len(self.targets):
+            self._finish(None)
+            return
+        seq, record = self.targets[self._next]
+        if self.plan.needs_info and self._info is None:
+            self._waiting_info = True
+            d: Deferred[Any] = self.view.mailbox.message_info(record.uid)
+            d.addBoth(self._got_info)
+            return
+        info, self._info = self._info, None
+        self._next += 1
+        if isinstance(info, Failure):
+            if info.check(MessageGone):
+                self.gone += 1
+                return
+            info.raiseException()
+        self._respond(seq, record, info)
+
+    def _got_info(self, result: Any) -> None:
+        self._info = result
+        self._waiting_info = False
+        if not self._running:
+            # It came later, from disk: carry on.
+            self.resumeProducing()
+
+    def _respond(self, seq: int, record: MessageRecord, info: Any) -> None:
+        plan = self.plan
+        open_message = None
+        if plan.needs_file:
+            try:
+                self._file = self.view.mailbox.open_message(record.uid)
+            except MessageGone:
+                # RFC 2180 §4.1.2: leave it out; the tagged NO says why.
+                self.gone += 1
+                return
+            keep = cast(IO[bytes], _KeepOpen(self._file))
+            open_message = lambda: keep  # noqa: E731
+        try:
+            self._parts = plan.response(
+                seq,
+                record,
+                self.view.flags_of(record),
+                info,
+                open_message,
+                seen_changed=record.uid in self.seen_changed,
+            )
+        except MessageGone:
+            self.gone += 1
+            self._parts = []
+
+    def _close_file(self) -> None:
+        if self._file is not None:
+            self._file.close()
+            self._file = None
+
+    def _finish(self, failure: Failure | None, stopped: bool = False) -> None:
+        if self._finished:
+            return
+        self._finished = True
+        self._close_file()
+        self._chunks = None
+        server = self.server
+        if server.producer is self:
+            server.producer = None
+            server.transport.unregisterProducer()
+        if stopped:
+            return  # the connection is gone; nobody hears the answer
+        if failure is not None:
+            self._done.errback(failure)
+        elif self.gone:
+            # RFC 2180 §4.1.2, RFC 5530 EXPUNGEISSUED: what still exists was sent.
+            self._done.callback(Reply.no(_GONE_TEXT, "EXPUNGEISSUED"))
+        else:
+            self._done.callback(Reply.ok("FETCH completed"))
+
+
+# --- RFC 3501 §6.4.6 STORE -----------------------------------------------------------------
+
+
+def store(server: IMAPServer, command: c.Store) -> Outcome:
+    """Change flags; the new flags come back as FETCH responses unless .SILENT."""
+    if command.modifiers:
+        return Reply.bad("STORE modifiers (CONDSTORE) are not supported")
+    view = _view(server)
+    targets = _select(view, command)
+    if isinstance(targets, Reply):
+        return targets
+    refused = _read_only(view, "STORE")
+    if refused is not None:
+        return refused
+    if not targets:
+        return Reply.ok("STORE completed")
+    uids = [r.uid for _, r in targets]
+    d: Deferred[Any] = view.mailbox.store_flags(
+        uids, frozenset(command.flags), cast(Any, command.mode)
+    )
+
+    def stored(changed: dict[int, Any]) -> Reply:
+        if server.view is not view:
+            return Reply.no("the mailbox was closed during STORE")
+        server.report_updates(command.uid, own_flags=changed)
+        if not command.silent:
+            records = view.records
+            lines = []
+            for uid in uids:
+                seq = view.seq_of(uid)
+                if seq is None:
+                    continue
+                record = records[seq - 1]
+                # RFC 3501 §6.4.8: UID STORE answers carry the UID.
+                uid_part = b"UID %d " % uid if command.uid else b""
+                lines.append(
+                    b"* %d FETCH (%sFLAGS %s)\r\n" % (seq, uid_part, flags_line(view, record))
+                )
+            server.send(b"".join(lines))
+        return Reply.ok("STORE completed")
+
+    return d.addCallback(stored)
+
+
+# --- RFC 3501 §6.4.7 COPY, RFC 6851 MOVE, RFC 4315 §3 COPYUID ----------------------------------
+
+
+def _copyuid(destination: Any, pairs: list[tuple[int, int]]) -> ResponseCode:
+    return ResponseCode(
+        "COPYUID",
+        (
+            destination.uidvalidity,
+            sequence_set_atom(old for old, _ in pairs),
+            sequence_set_atom(new for _, new in pairs),
+        ),
+    )
+
+
+def _transfer(server: IMAPServer, command: c.Copy | c.Move, moving: bool) -> Outcome:
+    view = _view(server)
+    targets = _select(view, command)
+    if isinstance(targets, Reply):
+        return targets
+    if moving:
+        refused = _read_only(view, "MOVE")
+        if refused is not None:
+            return refused
+    name = mailbox_name(command.mailbox)
+    d: Deferred[Any] = server.account.mailbox(name)
+    verb = command.name
+
+    def opened(destination: Any) -> Deferred[Reply] | Reply:
+        if not targets:
+            return Reply.ok(f"{verb} completed")
+        uids = [r.uid for _, r in targets]
+        source = view.mailbox
+        done: Deferred[Any] = (
+            source.move(uids, destination) if moving else source.copy(uids, destination)
+        )
+
+        def finished(pairs: list[tuple[int, int]]) -> Reply:
+            if not pairs:
+                return Reply.ok(f"{verb} completed")
+            code = _copyuid(destination, pairs)
+            if moving:
+                # RFC 6851 §4.3: COPYUID in an untagged OK before the EXPUNGEs.
+                server.send(untagged_status("OK", "Moved UIDs", code))
+                return Reply.ok("MOVE completed")
+            return Reply.ok("COPY completed", code)
+
+        return done.addCallback(finished)
+
+    def missing(failure: Failure) -> Reply:
+        failure.trap(NoSuchMailbox)
+        # RFC 3501 §6.4.7: TRYCREATE when the destination does not exist.
+        return Reply.no(f"{verb} failed: {failure.value}", "TRYCREATE")
+
+    return d.addCallbacks(opened, missing)
+
+
+def copy(server: IMAPServer, command: c.Copy) -> Outcome:
+    """RFC 3501 §6.4.7 COPY / UID COPY, with COPYUID (RFC 4315 §3)."""
+    return _transfer(server, command, moving=False)
+
+
+def move(server: IMAPServer, command: c.Move) -> Outcome:
+    """RFC 6851 §3.1 MOVE / UID MOVE."""
+    return _transfer(server, command, moving=True)
