@@ -11,7 +11,6 @@ import pytest
 from twisted.internet.task import Clock
 
 from mailaccess.imap import commands, session
-
 from tests.imap.conversation import LOOPBACK, NON_LOOPBACK, IMAPConversation, store_context
 
 CAPS = (
