@@ -173,6 +173,7 @@ class IMAPServer(Protocol):
     def close(self, reason: str) -> None:
         """End the session: flush what is written and drop the connection."""
         self._end_reason = reason
+        self.deselect()
         self.state = State.LOGOUT
         self.flush_output()
         self.transport.loseConnection()
