@@ -603,11 +603,32 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing setup")
     p.set_defaults(func=cmd_init)
+
+    # Listed here for --help; main() hands its arguments to mailaccess.deliver,
+    # which exits with sysexits codes as an MTA expects (issue 6).
+    commands.add_parser(
+        "deliver",
+        add_help=False,
+        help="deliver one message from stdin: deliver -d USER [-m FOLDER] [-f SENDER]",
+    )
     return parser
 
 
 def main(argv: Sequence[str] | None = None, out: TextIO | None = None) -> int:
     """Run ``mailaccess``; returns the exit status."""
+    arguments = list(sys.argv[1:] if argv is None else argv)
+    # `mailaccess [--config F] deliver ...`: the LDA parses its own options
+    # (a --config after `deliver` wins over one before it).
+    leading: list[str] = []
+    rest = arguments
+    if rest[:1] == ["--config"] and len(rest) > 2:
+        leading, rest = rest[:2], rest[2:]
+    elif rest[:1] and rest[0].startswith("--config="):
+        leading, rest = rest[:1], rest[1:]
+    if rest[:1] == ["deliver"]:
+        from mailaccess.deliver import main as deliver_main
+
+        return deliver_main(leading + rest[1:])
     parser = build_parser()
     args = parser.parse_args(argv)
     if args.config is None:
