@@ -286,7 +286,7 @@ def test_mbsync_two_way_sync_over_starttls(server: Any, tmp_path: Path) -> None:
     imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"], timeout=10)
     imap.login("alice", "secret")
     imap.select("Work")
-    typ, data = imap.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
+    _, data = imap.fetch("1:*", "(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])")
     text = b" ".join(part[0] + part[1] if isinstance(part, tuple) else part for part in data)
     assert b"Subject: from near" in text
     assert b"\\Seen" in text
