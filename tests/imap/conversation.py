@@ -18,7 +18,7 @@ from __future__ import annotations
 import re
 import textwrap
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from twisted.internet.address import IPv4Address
 from twisted.internet.defer import succeed
@@ -70,7 +70,7 @@ def store_context(
     """A context on a real Store under *tmp_path*; each user's password is ``secret``."""
     clock = clock or Clock()
     context = make_context(clock=clock, **options)
-    store = Store(tmp_path / "mail", MailboxesConfig(), clock, run_synchronously)
+    store = Store(tmp_path / "mail", MailboxesConfig(), cast(Any, clock), run_synchronously)
     context.store = store
     for user in users:
         context.authenticator.add_user(user, "secret", account=store.account(user))  # type: ignore[attr-defined]
