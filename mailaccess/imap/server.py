@@ -249,6 +249,22 @@ class IMAPServer(Protocol):
         if isinstance(event, LiteralRequest):
             # RFC 3501 §7.5: the framer has checked the size against our limits
             # (an oversized literal arrives as a ParseError with [TOOBIG]).
+            limit = self.context.config.limits.max_line_length
+            if self.state is State.NOT_AUTHENTICATED and event.size > limit:
+                # Before login only a user name or password travels in a literal:
+                # nobody unknown gets to make us buffer megabytes.
+                self.framer.reject_literal()
+                self._bad(
+                    tagged(
+                        event.tag or "*",
+                        "BAD",
+                        f"literals before login are limited to {limit} octets",
+                        ResponseCode("TOOBIG"),
+                    )
+                    if event.tag
+                    else untagged_status("BAD", "literal too large before login")
+                )
+                return
             self.framer.accept_literal()
             self.send(continuation("Ready for literal data"))
             self.flush_output()

@@ -320,3 +320,20 @@ def test_unexpected_error_is_serverbug_not_traceback(context: Any, monkeypatch: 
         """
     )
     assert not conv.closed
+
+
+def test_literal_before_login_is_limited(tmp_path: Path) -> None:
+    context = store_context(tmp_path, max_line_length=1000)
+    conv = IMAPConversation(context)
+    conv.exchange(
+        """
+        C: a LOGIN {5000}
+        S: a BAD [TOOBIG] literals before login are limited to 1000 octets
+        C: b LOGIN {5}
+        S: + Ready for literal data
+        C: alice {6}
+        S: + Ready for literal data
+        C: secret
+        S: ~b OK \\[CAPABILITY .*\\] Logged in
+        """
+    )
