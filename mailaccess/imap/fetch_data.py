@@ -73,8 +73,9 @@ INLINE_LIMIT = 8192
 #: Largest piece a :class:`BodyStream` yields (RFC-neutral; keeps memory flat).
 CHUNK_SIZE = 65536
 
-#: Encoded ENVELOPEs kept, keyed by the Maildir base name (a file's content never
-#: changes under its base name, so an entry never goes stale).  ~300 octets each.
+#: Encoded ENVELOPEs kept, keyed by the Maildir base name and size (a file's
+#: content never changes under its base name, so an entry never goes stale).
+#: About 300 octets each.
 ENVELOPE_CACHE_SIZE = 32768
 
 
@@ -175,17 +176,18 @@ def format_internaldate_utc(when: float) -> bytes:
 
 # --- the envelope cache ------------------------------------------------------------
 
-_ENVELOPES: dict[str, bytes] = {}
+_ENVELOPES: dict[tuple[str, int], bytes] = {}
 
 
 def _envelope_bytes(record: MessageRecord, info: MessageInfo) -> bytes:
-    data = _ENVELOPES.get(record.base)
+    key = (record.base, record.size)
+    data = _ENVELOPES.get(key)
     if data is None:
         data = encode_envelope(info.envelope)
         if len(_ENVELOPES) >= ENVELOPE_CACHE_SIZE:
             # Bounded: drop the oldest entry (dicts keep insertion order).
             del _ENVELOPES[next(iter(_ENVELOPES))]
-        _ENVELOPES[record.base] = data
+        _ENVELOPES[key] = data
     return data
 
 

@@ -33,9 +33,11 @@ from __future__ import annotations
 
 import base64
 import binascii
+import calendar
 import codecs
 import datetime
 import quopri
+import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Sequence
 from typing import IO, Any, Protocol
@@ -59,7 +61,7 @@ from mailaccess.imap.search import (
 from mailaccess.imap.search import (
     Sequence as SequenceKey,
 )
-from mailaccess.store.mime import MessageInfo, Part, decoded_header_values, param
+from mailaccess.store.mime import MessageInfo, Part, param
 from mailaccess.store.mime_header import decode_words, iter_fields
 from mailaccess.store.model import MessageRecord
 
@@ -148,46 +150,26 @@ _ENVELOPE_HEADERS = frozenset(
 _ADDRESS_HEADERS = frozenset({"FROM", "TO", "CC", "BCC", "SENDER", "REPLY-TO"})
 
 
-class _Compiled:
-    """Per-program precomputation: resolved sequence sets, folded needles."""
-
-    def __init__(self, context: SearchContext) -> None:
-        self.context = context
-        self.ranges: dict[int, list[tuple[int, int]]] = {}
-        self.saved = frozenset(context.saved or ())
-
-    def seq_ranges(self, key: SequenceKey) -> list[tuple[int, int]]:
-        got = self.ranges.get(id(key))
-        if got is None:
-            largest = self.context.highest_uid if key.uid else self.context.highest_seq
-            got = key.set.resolve(largest)
-            self.ranges[id(key)] = got
-        return got
+def _local_midnight(day: datetime.date) -> float:
+    # The start of ``day`` in the server's zone (Dovecot compares INTERNALDATE there).
+    return time.mktime((day.year, day.month, day.day, 0, 0, 0, 0, 0, -1))
 
 
-def _local_day(stamp: float) -> datetime.date:
-    # INTERNALDATE's day in the server's zone (Dovecot compares there too).
-    return datetime.datetime.fromtimestamp(stamp).date()
+def _utc_midnight(day: datetime.date) -> float:
+    return float(calendar.timegm((day.year, day.month, day.day, 0, 0, 0)))
 
 
-_EPOCH_DAY = datetime.date(1970, 1, 1)
-
-
-def _sent_day(info: MessageInfo) -> datetime.date:
-    # The Date: header's own day: UTC stamp shifted by the sender's offset.
-    # Without a usable Date: Dovecot takes the epoch, so SENTBEFORE finds it.
-    if info.date is None:
-        return _EPOCH_DAY
-    offset = info.date_offset or 0
-    return datetime.datetime.fromtimestamp(info.date + offset, datetime.UTC).date()
-
-
-def _compare_day(op: str, day: datetime.date, wanted: datetime.date) -> bool:
+def _day_test(
+    op: str, day: datetime.date, midnight: Callable[[datetime.date], float]
+) -> Callable[[float], bool]:
+    """A test of a timestamp against BEFORE/ON/SINCE ``day`` (RFC 3501 §6.4.4)."""
+    start = midnight(day)
+    end = midnight(day + datetime.timedelta(days=1))
     if op == "BEFORE":
-        return day < wanted
+        return lambda t: t < start
     if op == "ON":
-        return day == wanted
-    return day >= wanted  # SINCE: "within or later than"
+        return lambda t: start <= t < end
+    return lambda t: t >= start  # SINCE: "within or later than"
 
 
 def _has_flag(flags: Collection[str], flag: str) -> bool:
@@ -212,109 +194,216 @@ def _fold(text: str) -> str:
     return unicodedata.normalize("NFKD", text.lower().replace("\u03c2", "\u03c3"))
 
 
-class _Evaluator:
-    def __init__(self, compiled: _Compiled) -> None:
-        self.c = compiled
-        self.header_cache: dict[tuple[int, str], list[str]] = {}
+# A compiled key: (message, round, info, file) -> True, False, or None when
+# the key needs a later round.  Compiling once turns the per-message walk into
+# plain closure calls: no isinstance dispatch, needles folded once.
+Node = Callable[[Message, int, "MessageInfo | None", "_MessageFile | None"], "bool | None"]
 
-    def run(
-        self,
-        key: SearchKey,
-        msg: Message,
-        level: int,
-        info: MessageInfo | None = None,
-        data: _MessageFile | None = None,
-    ) -> bool | None:
-        """Three-valued: None when ``key`` needs a round above ``level``."""
-        if isinstance(key, And):
+
+def _compile(key: SearchKey, context: SearchContext) -> Node:
+    """The program as nested closures (raises UnsupportedSearchKey up front)."""
+    if isinstance(key, And):
+        subs = [_compile(k, context) for k in key.keys]
+        if len(subs) == 1:
+            return subs[0]
+
+        def all_of(msg: Message, level: int, info: MessageInfo | None, data: Any) -> bool | None:
             result: bool | None = True
-            for sub in key.keys:
-                r = self.run(sub, msg, level, info, data)
+            for sub in subs:
+                r = sub(msg, level, info, data)
                 if r is False:
                     return False
                 if r is None:
                     result = None
             return result
-        if isinstance(key, Or):
-            left = self.run(key.left, msg, level, info, data)
-            if left is True:
+
+        return all_of
+    if isinstance(key, Or):
+        left, right = _compile(key.left, context), _compile(key.right, context)
+
+        def either(msg: Message, level: int, info: MessageInfo | None, data: Any) -> bool | None:
+            a = left(msg, level, info, data)
+            if a is True:
                 return True
-            right = self.run(key.right, msg, level, info, data)
-            if right is True:
+            b = right(msg, level, info, data)
+            if b is True:
                 return True
-            if left is False and right is False:
-                return False
-            return None
-        if isinstance(key, Not):
-            r = self.run(key.key, msg, level, info, data)
+            return False if a is False and b is False else None
+
+        return either
+    if isinstance(key, Not):
+        inner = _compile(key.key, context)
+
+        def negate(msg: Message, level: int, info: MessageInfo | None, data: Any) -> bool | None:
+            r = inner(msg, level, info, data)
             return None if r is None else not r
-        seq, record, flags = msg
-        if isinstance(key, Flag):
-            return _has_flag(flags, key.flag)
-        if isinstance(key, All):
-            return True
-        if isinstance(key, Size):
-            # RFC 3501 §6.4.4: LARGER/SMALLER compare RFC822.SIZE strictly.
-            return record.vsize > key.size if key.larger else record.vsize < key.size
-        if isinstance(key, SequenceKey):
-            if key.set.saved:
-                return record.uid in self.c.saved
-            number = record.uid if key.uid else seq
-            return any(a <= number <= b for a, b in self.c.seq_ranges(key))
-        if isinstance(key, Date):
-            if not key.sent:
-                return _compare_day(key.op, _local_day(record.internal_date), key.date)
+
+        return negate
+    if isinstance(key, All):
+        return lambda msg, level, info, data: True
+    if isinstance(key, Flag):
+        flag = key.flag
+        return lambda msg, level, info, data: _has_flag(msg[2], flag)
+    if isinstance(key, Size):
+        # RFC 3501 §6.4.4: LARGER/SMALLER compare RFC822.SIZE strictly.
+        n = key.size
+        if key.larger:
+            return lambda msg, level, info, data: msg[1].vsize > n
+        return lambda msg, level, info, data: msg[1].vsize < n
+    if isinstance(key, SequenceKey):
+        if key.set.saved:
+            saved = frozenset(context.saved or ())
+            return lambda msg, level, info, data: msg[1].uid in saved
+        if key.uid:
+            uid_ranges = key.set.resolve(context.highest_uid)
+            return lambda msg, level, info, data: any(a <= msg[1].uid <= b for a, b in uid_ranges)
+        seq_ranges = key.set.resolve(context.highest_seq)
+        return lambda msg, level, info, data: any(a <= msg[0] <= b for a, b in seq_ranges)
+    if isinstance(key, Date):
+        if not key.sent:
+            internal = _day_test(key.op, key.date, _local_midnight)
+            return lambda msg, level, info, data: internal(msg[1].internal_date)
+        # SENT*: the Date: header's day as written, i.e. the UTC instant
+        # shifted by the sender's offset, against UTC midnights.  Without a
+        # usable Date: Dovecot takes the epoch, so SENTBEFORE finds it.
+        sent = _day_test(key.op, key.date, _utc_midnight)
+
+        def sent_test(
+            msg: Message, level: int, info: MessageInfo | None, data: Any
+        ) -> bool | None:
             if level < _INFO:
                 return None
             assert info is not None
-            return _compare_day(key.op, _sent_day(info), key.date)
-        if isinstance(key, Header):
-            if key.field in _ENVELOPE_HEADERS:
+            if info.date is None:
+                return sent(0.0)
+            return sent(info.date + (info.date_offset or 0))
+
+        return sent_test
+    if isinstance(key, Header):
+        needle = _fold(key.value)
+        field = key.field
+        if field in _ENVELOPE_HEADERS:
+
+            def envelope_test(
+                msg: Message, level: int, info: MessageInfo | None, data: Any
+            ) -> bool | None:
                 if level < _INFO:
                     return None
                 assert info is not None
-                values = self._envelope_values(record.uid, info, key.field)
-            else:
-                if level < _FILE:
-                    return None
-                assert data is not None
-                values = data.header_values(key.field)
-            needle = _fold(key.value)
-            # RFC 3501 §6.4.4 HEADER: an empty string matches every message
-            # that has the field at all.
-            return any(needle in v for v in values)
-        if isinstance(key, Text):
+                return _envelope_match(msg[1], info, field, needle)
+
+            return envelope_test
+
+        def header_test(
+            msg: Message, level: int, info: MessageInfo | None, data: Any
+        ) -> bool | None:
             if level < _FILE:
                 return None
-            assert data is not None
-            return data.contains(key.value, key.where == "TEXT")
-        if isinstance(key, Modseq):
-            raise UnsupportedSearchKey("MODSEQ needs CONDSTORE, which is not enabled")
-        raise UnsupportedSearchKey(f"unknown search key {key!r}")
+            # RFC 3501 §6.4.4 HEADER: an empty string matches every message
+            # that has the field at all.
+            return any(needle in v for v in data.header_values(field))
 
-    def _envelope_values(self, uid: int, info: MessageInfo, field: str) -> list[str]:
-        cache_key = (uid, field)
-        got = self.header_cache.get(cache_key)
-        if got is None:
-            values = decoded_header_values(info, field)
-            if field in _ADDRESS_HEADERS and info.envelope is not None:
-                # Also the raw address forms, so "FROM <u@h>"-style needles and
-                # display names with odd spacing still match.
-                values = [*values, decode_words(_raw_addresses(info, field))]
-            got = [_fold(v) for v in values]
-            self.header_cache[cache_key] = got
-        return got
+        return header_test
+    if isinstance(key, Text):
+        value, with_header = key.value, key.where == "TEXT"
+
+        def text_test(
+            msg: Message, level: int, info: MessageInfo | None, data: Any
+        ) -> bool | None:
+            if level < _FILE:
+                return None
+            return bool(data.contains(value, with_header))
+
+        return text_test
+    if isinstance(key, Modseq):
+        raise UnsupportedSearchKey("MODSEQ needs CONDSTORE, which is not enabled")
+    raise UnsupportedSearchKey(f"unknown search key {key!r}")
 
 
-def _raw_addresses(info: MessageInfo, field: str) -> bytes:
-    attr = {"FROM": "from_", "REPLY-TO": "reply_to"}.get(field, field.lower())
-    addrs = getattr(info.envelope, attr)
-    if not addrs:
-        return b""
-    out = []
-    for name, _, mailbox, host in addrs:
-        out.append(b"%s <%s@%s>" % (name or b"", mailbox or b"", host or b""))
-    return b", ".join(out)
+_STRING_ATTRS = {
+    "SUBJECT": "subject",
+    "DATE": "date",
+    "IN-REPLY-TO": "in_reply_to",
+    "MESSAGE-ID": "message_id",
+}
+_ADDRESS_ATTRS = {
+    "FROM": "from_",
+    "TO": "to",
+    "CC": "cc",
+    "BCC": "bcc",
+    "SENDER": "sender",
+    "REPLY-TO": "reply_to",
+}
+
+
+#: Searchable forms of ENVELOPE headers kept between searches, keyed by
+#: (Maildir base name, size, field): a file's content never changes under its
+#: base name, so entries never go stale.  Repeated SUBJECT/FROM searches of a big
+#: mailbox then skip rendering and decoding.  About 100 octets an entry.
+HAYSTACK_CACHE_SIZE = 65536
+_HAYSTACKS: dict[tuple[str, int, str], bytes | str | None] = {}
+
+
+def _haystack(record: MessageRecord, info: MessageInfo, field: str) -> bytes | str | None:
+    """The header as searched: ASCII-lowered bytes when that is exact, else folded text.
+
+    None when the message lacks the field.  Address lists are searched as
+    ``name <mailbox@host>, ...`` with the names RFC 2047-decoded.
+    """
+    key = (record.base, record.size, field)
+    try:
+        return _HAYSTACKS[key]
+    except KeyError:
+        pass
+    env = info.envelope
+    attr = _STRING_ATTRS.get(field)
+    raw: bytes | None
+    if attr is not None:
+        raw = getattr(env, attr)
+    else:
+        addrs = getattr(env, _ADDRESS_ATTRS[field])
+        raw = None
+        if addrs:
+            rendered = []
+            for name, _, mailbox, host in addrs:
+                if mailbox is None:
+                    continue  # the end of a group
+                if host is None:
+                    rendered.append(mailbox + b":")  # a group's name
+                elif name:
+                    rendered.append(name + b" <" + mailbox + b"@" + host + b">")
+                else:
+                    rendered.append(mailbox + b"@" + host)
+            raw = b", ".join(rendered)
+    hay: bytes | str | None
+    if raw is None:
+        hay = None
+    elif raw.isascii() and b"=?" not in raw:
+        hay = raw.lower()
+    else:
+        hay = _fold(decode_words(raw))
+    if len(_HAYSTACKS) >= HAYSTACK_CACHE_SIZE:
+        del _HAYSTACKS[next(iter(_HAYSTACKS))]  # bounded: drop the oldest
+    _HAYSTACKS[key] = hay
+    return hay
+
+
+def clear_haystack_cache() -> None:
+    """Forget the cached header forms (tests; or after the parser changed)."""
+    _HAYSTACKS.clear()
+
+
+def _envelope_match(record: MessageRecord, info: MessageInfo, field: str, needle: str) -> bool:
+    """Whether an ENVELOPE header contains ``needle`` (already folded)."""
+    hay = _haystack(record, info, field)
+    if hay is None:
+        return False
+    if isinstance(hay, bytes):
+        # ASCII header: an ASCII needle compares octets; any other cannot match
+        # (folding never turns non-ASCII into pure ASCII... except by
+        # decomposition, and the header has no non-ASCII to decompose).
+        return needle.isascii() and needle.encode("ascii") in hay
+    return needle in hay
 
 
 # --- message files (worker thread) -----------------------------------------------
@@ -407,39 +496,51 @@ class _MessageFile:
 
     def contains(self, needle: str, with_header: bool) -> bool:
         folded = _fold(needle)
+        ascii_needle = folded.encode("ascii") if folded.isascii() else None
+        data = self.data
         if with_header:
             # TEXT: every header of the message, as Dovecot searches it: the
             # top header, each part's MIME header and encapsulated headers.
             for start, end in _header_ranges(self.info.body):
-                block = self.data[start:end]
+                if ascii_needle is not None and data.find(ascii_needle, start, end) >= 0:
+                    return True
+                block = data[start:end]
+                if ascii_needle is not None and block.isascii() and b"=?" not in block:
+                    if ascii_needle in block.lower():
+                        return True
+                    continue
                 text = " ".join(decode_words(v) for _, v in iter_fields(block))
                 if folded in _fold(text) or folded in _fold(block.decode("utf-8", "replace")):
                     return True
-        ascii_needle = folded.encode("ascii") if folded.isascii() else None
-        data = self.data
         for part in _text_parts(self.info.body):
-            raw = data[part.body_start : part.body_end]
+            start, end = part.body_start, part.body_end
             if (
                 ascii_needle is not None
                 and part.encoding.lower() in _RAW_ENCODINGS
                 and _charset(part).startswith(_ASCII_SAFE_PREFIXES)
             ):
-                # The fast path: ASCII lower-casing of the raw octets equals
-                # case folding for every ASCII needle in these charsets.
+                # The fast path: for an ASCII needle in these charsets, ASCII
+                # lower-casing of the raw octets is exact case folding.  Most
+                # text has the word in lower case already: look for that first
+                # (no copy), then lower-case the part once.
+                if data.find(ascii_needle, start, end) >= 0:
+                    return True
+                raw = data[start:end]
                 if ascii_needle in raw.lower():
                     return True
                 if raw.isascii():
                     continue
-                # 8-bit text can fold into ASCII (e.g. the Kelvin sign into "k"):
-                # decode to be exact, but only when the cheap test failed.
+                # 8-bit text can fold into ASCII ("café" decomposes to "cafe"
+                # and an accent): decode to be exact, only when the cheap test failed.
+            else:
+                raw = data[start:end]
             if folded in _fold(_decode_body(raw, part)):
                 return True
         return False
 
 
 def _scan_batch(
-    evaluator: _Evaluator,
-    program: SearchKey,
+    node: Node,
     batch: list[tuple[Message, MessageInfo, IO[bytes] | None]],
 ) -> list[int]:
     """Worker thread: the body round for one batch; the matching sequence numbers."""
@@ -452,7 +553,7 @@ def _scan_batch(
                 data = _MessageFile(fileobj, info)
         except OSError:
             continue
-        if evaluator.run(program, msg, _FILE, info, data):
+        if node(msg, _FILE, info, data):
             matched.append(msg[0])
     return matched
 
@@ -460,21 +561,34 @@ def _scan_batch(
 # --- the entry point ------------------------------------------------------------------
 
 
-def _needs(key: SearchKey) -> int:
-    """The highest round any key of the program may need."""
-    if isinstance(key, And):
-        return max((_needs(k) for k in key.keys), default=_CHEAP)
-    if isinstance(key, Or):
-        return max(_needs(key.left), _needs(key.right))
-    if isinstance(key, Not):
-        return _needs(key.key)
-    if isinstance(key, Header):
-        return _INFO if key.field in _ENVELOPE_HEADERS else _FILE
-    if isinstance(key, Text):
-        return _FILE
-    if isinstance(key, Date) and key.sent:
-        return _INFO
-    return _CHEAP
+def _gather_infos(context: SearchContext, uids: list[int]) -> Deferred[list[Any]]:
+    """Each message's MessageInfo, or None if it is gone, in the order of ``uids``.
+
+    A context with ``message_infos(uids)`` (one Deferred of a dict, e.g. from
+    the cache's bulk read) is asked once; otherwise ``message_info`` per UID.
+    Deferreds that have fired already (the cache case) are read at once.
+    """
+    bulk = getattr(context, "message_infos", None)
+    if bulk is not None:
+        return bulk(uids).addCallback(lambda got: [got.get(uid) for uid in uids])
+    results: list[Any] = [None] * len(uids)
+    waiting: list[Deferred[Any]] = []
+    for i, uid in enumerate(uids):
+        d = context.message_info(uid)
+
+        def store(info: Any, i: int = i) -> None:
+            results[i] = info
+
+        def gone(failure: Any) -> None:
+            return None  # expunged meanwhile: it will match nothing
+
+        d.addCallbacks(store, gone)
+        if not d.called:
+            waiting.append(d)
+    if not waiting:
+        return succeed(results)
+    done: Deferred[Any] = DeferredList(waiting)
+    return done.addCallback(lambda _: results)
 
 
 def evaluate(
@@ -494,11 +608,11 @@ def evaluate(
     (``deferToThread`` by default; tests pass a synchronous one).
     """
     check_charset(charset)
-    evaluator = _Evaluator(_Compiled(context))
+    node = _compile(program, context)
     matched: list[int] = []
     pending: list[Message] = []
     for msg in messages:
-        r = evaluator.run(program, msg, _CHEAP)
+        r = node(msg, _CHEAP, None, None)
         if r is True:
             matched.append(msg[0])
         elif r is None:
@@ -506,12 +620,12 @@ def evaluate(
     if not pending:
         return succeed(matched)
 
-    def with_infos(results: list[tuple[bool, Any]]) -> Deferred[list[int]]:
+    def with_infos(infos: list[Any]) -> Deferred[list[int]]:
         file_round: list[tuple[Message, MessageInfo]] = []
-        for msg, (ok, info) in zip(pending, results, strict=True):
-            if not ok:
+        for msg, info in zip(pending, infos, strict=True):
+            if info is None:
                 continue  # expunged meanwhile: it matches nothing
-            r = evaluator.run(program, msg, _INFO, info)
+            r = node(msg, _INFO, info, None)
             if r is True:
                 matched.append(msg[0])
             elif r is None:
@@ -529,7 +643,7 @@ def evaluate(
             except Exception:  # MessageGone or a disk error: it matches nothing
                 fileobj = None
             batch.append((msg, info, fileobj))
-        d = run_in_thread(_scan_batch, evaluator, program, batch)
+        d = run_in_thread(_scan_batch, node, batch)
 
         def next_batch(found: list[int]) -> Deferred[list[int]]:
             matched.extend(found)
@@ -537,6 +651,4 @@ def evaluate(
 
         return d.addCallback(next_batch)
 
-    infos = [context.message_info(msg[1].uid) for msg in pending]
-    gathered: Deferred[list[tuple[bool, Any]]] = DeferredList(infos, consumeErrors=True)
-    return gathered.addCallback(with_infos)
+    return _gather_infos(context, [msg[1].uid for msg in pending]).addCallback(with_infos)

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import calendar
 import io
-from collections.abc import Collection
+from collections.abc import Collection, Iterator
 from typing import IO, Any
 
 import pytest
@@ -181,6 +181,15 @@ def search(text: str, context: FakeContext | None = None, charset: str | None = 
     d.addCallback(results.append)
     assert results, "evaluate did not finish synchronously"
     return results[0]
+
+
+@pytest.fixture(autouse=True)
+def _fresh_header_cache() -> Iterator[None]:
+    # Header forms are cached by base name across searches; samples here
+    # reuse base names between test modules, so start each test clean.
+    search_eval.clear_haystack_cache()
+    yield
+    search_eval.clear_haystack_cache()
 
 
 # --- flags (RFC 3501 §6.4.4) -----------------------------------------------------------
@@ -419,7 +428,7 @@ def test_body_round_runs_in_batches(monkeypatch: pytest.MonkeyPatch) -> None:
     calls: list[int] = []
 
     def runner(f: Any, *args: Any) -> Deferred[Any]:
-        calls.append(len(args[2]))
+        calls.append(len(args[1]))
         return succeed(f(*args))
 
     reader = Reader([b"BODY e"])
@@ -456,3 +465,26 @@ def test_message_infos_parse_as_expected() -> None:
     assert infos[8].body.children[1].type.lower() == b"application"
     assert infos[13].date is None
     assert infos[21].body.children[1].message is not None
+
+
+def test_bulk_message_infos_is_used_when_offered() -> None:
+    class BulkContext(FakeContext):
+        def __init__(self) -> None:
+            super().__init__()
+            self.bulk_calls: list[list[int]] = []
+
+        def message_infos(self, uids: list[int]) -> Deferred[dict[int, MessageInfo]]:
+            self.bulk_calls.append(list(uids))
+            return succeed({u: self.infos[u] for u in uids if u not in self.gone})
+
+    context = BulkContext()
+    context.gone = {13}
+    assert search("SUBJECT hello", context) == [1]
+    assert context.bulk_calls == [[3, 5, 8, 13, 21]]
+    assert context.info_calls == []
+
+
+def test_header_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_eval, "HAYSTACK_CACHE_SIZE", 2)
+    assert search("OR SUBJECT hello FROM alice") == [1, 4]
+    assert len(search_eval._HAYSTACKS) == 2
