@@ -68,17 +68,35 @@ def _addresses(addrs: tuple[tuple[bytes | None, ...], ...] | None) -> bytes:
     )
 
 
+#: Encoded address lists by value: mail between the same people repeats the
+#: same From/To/Cc lists, and Sender/Reply-To usually repeat From.  Bounded.
+ADDRESS_CACHE_SIZE = 65536
+_ADDRESS_LISTS: dict[tuple[tuple[bytes | None, ...], ...], bytes] = {}
+
+
+def _address_list(addrs: tuple[tuple[bytes | None, ...], ...] | None) -> bytes:
+    if not addrs:
+        return b"NIL"
+    got = _ADDRESS_LISTS.get(addrs)
+    if got is None:
+        got = _addresses(addrs)
+        if len(_ADDRESS_LISTS) >= ADDRESS_CACHE_SIZE:
+            del _ADDRESS_LISTS[next(iter(_ADDRESS_LISTS))]
+        _ADDRESS_LISTS[addrs] = got
+    return got
+
+
 def encode_envelope(env: Envelope) -> bytes:
     """The parenthesized ENVELOPE (RFC 3501 §7.4.2), fields in the RFC's order."""
     return b"(%s %s %s %s %s %s %s %s %s %s)" % (
         nstring(env.date),
         human_string(env.subject),
-        _addresses(env.from_),
-        _addresses(env.sender),
-        _addresses(env.reply_to),
-        _addresses(env.to),
-        _addresses(env.cc),
-        _addresses(env.bcc),
+        _address_list(env.from_),
+        _address_list(env.sender),
+        _address_list(env.reply_to),
+        _address_list(env.to),
+        _address_list(env.cc),
+        _address_list(env.bcc),
         nstring(env.in_reply_to),
         nstring(env.message_id),
     )
