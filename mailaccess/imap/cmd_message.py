@@ -10,6 +10,7 @@ read from disk.
 
 from __future__ import annotations
 
+from collections import deque
 from collections.abc import Iterator, Sequence
 from typing import IO, TYPE_CHECKING, Any, cast
 
@@ -231,15 +232,21 @@ class FetchRun:
         self._finished = False
         self._waiting_info = False
         self._info: Any = None
-        self._parts: list[bytes | BodyStream] = []
+        self._parts: deque[bytes | BodyStream] = deque()
         self._file: IO[bytes] | None = None
         self._chunks: Iterator[bytes] | None = None
         self._done: Deferred[Reply] = Deferred()
+        self._registered = False
 
     def start(self) -> Deferred[Reply]:
         """Begin; fires with the tagged reply once every response is written."""
         self.server.producer = self
-        self.server.transport.registerProducer(self, True)
+        if self.plan.needs_file:
+            # Message text may be large: go as fast as the client reads.
+            self.server.transport.registerProducer(self, True)
+            self._registered = True
+        # Metadata only (FLAGS, ENVELOPE…) is a few hundred octets a message:
+        # written in one go, it avoids a reactor turn per 64 KB of answer.
         self.resumeProducing()
         return self._done
 
@@ -275,7 +282,7 @@ class FetchRun:
                 self.server.transport.write(chunk)
             return
         if self._parts:
-            part = self._parts.pop(0)
+            part = self._parts.popleft()
             if isinstance(part, BodyStream):
                 self.server.flush_output()
                 assert self._file is not None
@@ -322,7 +329,7 @@ class FetchRun:
             keep = cast(IO[bytes], _KeepOpen(self._file))
             open_message = lambda: keep  # noqa: E731
         try:
-            self._parts = plan.response(
+            parts = plan.response(
                 seq,
                 record,
                 self.view.flags_of(record),
@@ -332,7 +339,12 @@ class FetchRun:
             )
         except MessageGone:
             self.gone += 1
-            self._parts = []
+            return
+        if len(parts) == 1 and isinstance(parts[0], bytes):
+            # The common case (no section to stream): straight into the batch.
+            self.server.send(parts[0])
+        else:
+            self._parts = deque(parts)
 
     def _close_file(self) -> None:
         if self._file is not None:
@@ -348,6 +360,8 @@ class FetchRun:
         server = self.server
         if server.producer is self:
             server.producer = None
+        if self._registered:
+            self._registered = False
             server.transport.unregisterProducer()
         if stopped:
             return  # the connection is gone; nobody hears the answer

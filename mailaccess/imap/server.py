@@ -14,6 +14,7 @@ a producer (see :mod:`mailaccess.imap.cmd_message`).
 
 from __future__ import annotations
 
+import contextlib
 import ipaddress
 from collections.abc import Callable
 from typing import Any, cast
@@ -72,6 +73,22 @@ def _is_loopback(address: object) -> bool:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         ip = ip.ipv4_mapped
     return ip.is_loopback
+
+
+def _no_delay(transport: Any) -> None:
+    """Turn Nagle's algorithm off on the TCP connection under *transport*.
+
+    A command's answer often ends in a small tagged line after a large write;
+    with Nagle on, that line waits for the client's delayed ACK (40 ms on
+    Linux) and every such command pays it.
+    """
+    for candidate in (transport, getattr(transport, "transport", None)):
+        set_no_delay = getattr(candidate, "setTcpNoDelay", None)
+        if set_no_delay is not None:
+            # OSError: not a TCP socket after all (a UNIX socket).
+            with contextlib.suppress(OSError):
+                set_no_delay(True)
+            return
 
 
 def store_error_reply(error: BaseException, what: str) -> Reply:
@@ -135,6 +152,7 @@ class IMAPServer(Protocol):
         peer = self.transport.getPeer()
         self._peer = f"{getattr(peer, 'host', peer)}"
         self.tls = self.tls or ISSLTransport.providedBy(self.transport)
+        _no_delay(self.transport)
         log.info(
             "{protocol} session start: peer={peer} tls={tls}",
             protocol=self.protocol_name,

@@ -163,8 +163,15 @@ class MailboxView:
         if not count:
             return []
         largest = records[-1].uid
+        ranges = numbers.resolve(largest)
+        if len(ranges) == 1:
+            # The usual UID FETCH 1:* or a single UID: no merging needed.
+            low, high = ranges[0]
+            start = bisect.bisect_left(records, low, key=_uid_of)
+            stop = bisect.bisect_right(records, high, key=_uid_of)
+            return [(i + 1, records[i]) for i in range(start, stop)]
         found: dict[int, MessageRecord] = {}
-        for low, high in numbers.resolve(largest):
+        for low, high in ranges:
             start = bisect.bisect_left(records, low, key=_uid_of)
             stop = bisect.bisect_right(records, high, key=_uid_of)
             for i in range(start, stop):

@@ -269,3 +269,24 @@ def test_fetch_of_message_whose_file_vanished_rfc2180_4_1_2(
         S: a NO [EXPUNGEISSUED] Some of the requested messages no longer exist
         """
     )
+
+
+def test_store_unavailable_is_no_unavailable_rfc5530(
+    context: Any, conv: IMAPConversation, monkeypatch: Any
+) -> None:
+    from twisted.internet.defer import fail
+
+    from mailaccess.store.model import StoreUnavailable
+
+    deliver(context, 1)
+    conv.select()
+    box = mailbox(context)
+    monkeypatch.setattr(box, "store_flags", lambda *a: fail(StoreUnavailable("disk full")))
+    conv.exchange(
+        """
+        C: a STORE 1 +FLAGS (\\Seen)
+        S: a NO [UNAVAILABLE] STORE failed: disk full; try again later
+        C: b NOOP
+        S: b OK NOOP completed
+        """
+    )
