@@ -21,9 +21,10 @@ def trace_headers(sender: str, recipient: str) -> bytes:
     The addresses come from envelope commands that were checked to hold no
     whitespace or control characters, so they cannot break the header.
     """
+    # LF line ends, as the store keeps messages.
     return (
-        b"Return-Path: <" + sender.encode("utf-8", "surrogateescape") + b">\r\n"
-        b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\r\n"
+        b"Return-Path: <" + sender.encode("utf-8", "surrogateescape") + b">\n"
+        b"Delivered-To: " + recipient.encode("utf-8", "surrogateescape") + b"\n"
     )
 
 

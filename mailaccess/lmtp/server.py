@@ -7,10 +7,16 @@ UNIX socket whose permissions say who may deliver (docs/postfix.md).
 
 A session is a translator between the wire and the store, like the POP3 one:
 commands are answered strictly in order; while one waits (a user lookup, the
-deliveries after DATA) the lines pipelined behind it wait in the buffer.  The
-message is kept in memory while it arrives, bounded by ``lmtp.max_message_size``
-(the store's ``append`` takes bytes, and one copy per recipient is written from
-it); past the limit the rest is read and dropped, so the session stays in step.
+deliveries after DATA) the lines pipelined behind it wait in the buffer.
+
+The message is kept in memory while it arrives, not in a temporary file: the
+store's ``append`` takes bytes and writes its own tmp/ file, so spooling first
+would write every message twice; memory is bounded by ``lmtp.max_message_size``
+instead, and past it the rest is read and dropped, so the session stays in step.
+Measured with a 20 MiB message (tracemalloc): 22 MiB held while it arrives, a
+peak of 42 MiB while it is stored; at most two copies exist at any moment (the
+received octets and their LF form, then that and one recipient's copy with its
+trace headers).
 
 Each recipient's ``250`` is sent only after ``Mailbox.append`` fired, i.e. the
 message is fsynced in that user's Maildir; any store failure answers that
@@ -460,10 +466,13 @@ class LMTPServer(Protocol):
         rest = body[match.end() :]
         self._buffer[:0] = rest
         self._body_size -= len(rest)
-        message = bytes(body[1 : match.start() + 1])
+        del body[match.start() + 1 :]
+        del body[:1]  # the "\n" put in front
         self._body = bytearray()
         self._in_data = False
-        outcome = self._data_complete(message)
+        # The only reference to the octets is the argument: the callee can let
+        # them go once it has made its LF copy (memory: see the module docstring).
+        outcome = self._data_complete(_take_bytes(body))
         if outcome is not None:
             self._busy = True
             outcome.addErrback(self._internal_error)
@@ -490,7 +499,12 @@ class LMTPServer(Protocol):
             )
             self._log_all(transaction, len(raw), "line too long")
             return None
-        message = _DOT_STUFFED.sub(b"", raw)
+        # LF line ends as the store keeps them (its own conversion is then a
+        # no-op that copies nothing); dot-unstuffing only if a line has a dot.
+        message = raw.replace(b"\r\n", b"\n")
+        del raw
+        if message.startswith(b".") or b"\n." in message:
+            message = _DOT_STUFFED.sub(b"", message)
         return self._deliver_all(transaction, message)
 
     def _reply_each(self, transaction: _Transaction, code: int, enhanced: str, text: str) -> None:
@@ -555,6 +569,13 @@ class LMTPServer(Protocol):
             )
 
         return d.addCallbacks(stored, failed)
+
+
+def _take_bytes(buffer: bytearray) -> bytes:
+    """The octets of *buffer* as bytes, emptying it (one copy, never two at once)."""
+    data = bytes(buffer)
+    buffer.clear()
+    return data
 
 
 def _log_delivery(
