@@ -36,6 +36,9 @@ __all__ = ["FetchRun", "append", "copy", "fetch", "move", "search", "store"]
 
 log = Logger(namespace="mailaccess.imap")
 
+# Messages answered per reactor turn when nothing paces us (metadata-only FETCH).
+_SLICE = 2000
+
 _GONE_TEXT = "Some of the requested messages no longer exist"
 
 
@@ -260,8 +263,16 @@ class FetchRun:
         if self._running or self._finished or self._waiting_info:
             return
         self._running = True
+        stop_at = self._next + _SLICE
         try:
             while not self._paused and not self._finished and not self._waiting_info:
+                if self._next >= stop_at and not self._registered:
+                    # Let other sessions have the reactor between slices; the
+                    # transport sends what we wrote meanwhile.
+                    self.server.flush_output()
+                    self._paused = True
+                    self.server.clock.callLater(0, self.resumeProducing)
+                    break
                 self._step()
         except Exception:
             self._finish(Failure())

@@ -290,3 +290,25 @@ def test_store_unavailable_is_no_unavailable_rfc5530(
         S: b OK NOOP completed
         """
     )
+
+
+def test_metadata_fetch_yields_the_reactor_between_slices(
+    tmp_path: Path, monkeypatch: Any
+) -> None:
+    from twisted.internet.task import Clock
+
+    from mailaccess.imap import cmd_message
+
+    clock = Clock()
+    context = store_context(tmp_path, clock)
+    deliver(context, 5)
+    conv = IMAPConversation(context)
+    conv.login()
+    conv.select()
+    monkeypatch.setattr(cmd_message, "_SLICE", 2)
+    conv.send(b"a FETCH 1:* (UID)\r\n")
+    assert conv.take() == b"* 1 FETCH (UID 1)\r\n* 2 FETCH (UID 2)\r\n"
+    clock.advance(0)
+    assert conv.take() == b"* 3 FETCH (UID 3)\r\n* 4 FETCH (UID 4)\r\n"
+    clock.advance(0)
+    assert conv.take() == b"* 5 FETCH (UID 5)\r\na OK FETCH completed\r\n"
