@@ -138,3 +138,31 @@ def test_imap_idle_session_sees_each_lmtp_delivery_as_exists(mail_server: MailSe
             client.idle_done()
     finally:
         client.logout()
+
+
+def test_quota_in_the_running_server_lmtp_552_and_imap_append_overquota(
+    start_mail_server: Callable[..., MailServer],
+) -> None:
+    """[quota] reaches the server's store: LMTP 552 5.2.2 (RFC 3463), APPEND NO [OVERQUOTA]."""
+    server = start_mail_server(quota={"storage": 3000})
+    server.add_user("alice", "secret")
+    body = b"Subject: q\r\n\r\n" + b"x" * 1500 + b"\r\n"
+    with smtplib.LMTP("127.0.0.1", server.ports["lmtp"]) as lmtp:
+        assert lmtp.sendmail("a@remote.test", ["alice"], body) == {}
+        lmtp.mail("a@remote.test")
+        lmtp.rcpt("alice")
+        assert lmtp.data(body) == (552, b"5.2.2 <alice> mailbox is over quota")
+    assert "status=over quota" in server.log_text()
+    if "imap" not in server.started:
+        return
+    import imaplib
+
+    imap = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    try:
+        imap.login("alice", "secret")
+        typ, data = imap.append("INBOX", None, None, body)
+        assert typ == "NO" and data[0].startswith(b"[OVERQUOTA]"), data  # RFC 5530 §3
+        assert imap.append("INBOX", None, None, b"Subject: s\r\n\r\nsmall\r\n")[0] == "OK"
+    finally:
+        imap.logout()
+    assert (server.maildir("alice") / "maildirsize").read_text().startswith("3000S\n")
