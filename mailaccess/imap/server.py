@@ -38,7 +38,7 @@ from mailaccess.imap.response import (
     tagged,
     untagged_status,
 )
-from mailaccess.imap.session import COMMANDS, Reply, State, allows_expunge
+from mailaccess.imap.session import Reply, State, allows_expunge, command_table
 from mailaccess.imap.view import MailboxView
 from mailaccess.store.model import (
     InvalidMailboxName,
@@ -320,7 +320,7 @@ class IMAPServer(Protocol):
     # --- running commands ------------------------------------------------------------------
 
     def _run(self, command: c.Command) -> None:
-        entry = COMMANDS().get(type(command))
+        entry = command_table().get(type(command))
         if entry is None:
             # Parsed for the future (SORT, THREAD) but not advertised.
             self._bad(tagged(command.tag, "BAD", f"{command.name} is not supported"))

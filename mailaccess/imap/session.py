@@ -27,11 +27,11 @@ if TYPE_CHECKING:
     from mailaccess.imap.server import IMAPServer
 
 __all__ = [
-    "COMMANDS",
     "Handler",
     "Reply",
     "State",
     "allows_expunge",
+    "command_table",
 ]
 
 
@@ -133,7 +133,7 @@ def _table() -> dict[type, tuple[frozenset[State], Handler]]:
 _commands: dict[type, tuple[frozenset[State], Handler]] | None = None
 
 
-def COMMANDS() -> dict[type, tuple[frozenset[State], Handler]]:
+def command_table() -> dict[type, tuple[frozenset[State], Handler]]:
     """The command table (built on first use: the cmd modules import the server's types)."""
     global _commands
     if _commands is None:

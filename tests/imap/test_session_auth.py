@@ -311,7 +311,7 @@ def test_unexpected_error_is_serverbug_not_traceback(context: Any, monkeypatch: 
     def broken(server: Any, command: Any) -> Any:
         raise RuntimeError("boom")
 
-    monkeypatch.setitem(session.COMMANDS(), commands.Noop, (frozenset(session.State), broken))
+    monkeypatch.setitem(session.command_table(), commands.Noop, (frozenset(session.State), broken))
     conv = IMAPConversation(context)
     conv.exchange(
         """
