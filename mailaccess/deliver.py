@@ -96,7 +96,7 @@ def deliver(
     from mailaccess.auth.checker import BackendUnavailable, PasswdFileChecker
     from mailaccess.store.account import Store
     from mailaccess.store.mailbox import run_synchronously
-    from mailaccess.store.quota import QuotaPolicy, parse_size
+    from mailaccess.store.quota import policy_from_config
 
     checker = PasswdFileChecker(config.server.users_file)
 
@@ -114,22 +114,20 @@ def deliver(
         raise _Exit(EX_NOUSER, f"{user}: no such user")
     if folder is None and config.lmtp.detail_mailbox == "folder" and recipient.detail:
         folder = recipient.detail
-    quota = config.quota
-    policy = QuotaPolicy(parse_size(quota.storage), config.server.users_file, quota.user_rules)
     clock: Any = WallClock()
     store = Store(
         config.server.mail_root,
         config.mailboxes,
         clock,
         run_synchronously,
-        quota_policy=policy if policy.enabled else None,
+        quota_policy=policy_from_config(config),
     )
     copy = trace_headers(sender, address or user) + _without_mbox_line(message)
     try:
         account = store.account(recipient.user)
         mailbox, record = _value(store_copy(account, folder, copy))
     except OverQuota as e:
-        status = EX_TEMPFAIL if quota.over_quota == "tempfail" else EX_NOPERM
+        status = EX_TEMPFAIL if config.quota.over_quota == "tempfail" else EX_NOPERM
         raise _Exit(status, f"{recipient.user}: {e}") from None
     except StoreError as e:
         raise _Exit(EX_TEMPFAIL, f"{recipient.user}: {e}") from None

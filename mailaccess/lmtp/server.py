@@ -639,17 +639,11 @@ def install_quota_policy(context: ServerContext) -> None:
     ``service.build_context`` passes it to ``Store`` itself, the LMTP listener
     installs it, before any session has created an account.
     """
-    from mailaccess.store.quota import QuotaPolicy, parse_size
+    from mailaccess.store.quota import policy_from_config
 
     store: Any = context.store
-    if getattr(store, "quota_policy", "absent") is not None:
-        return
-    quota = context.config.quota
-    policy = QuotaPolicy(
-        parse_size(quota.storage), context.config.server.users_file, quota.user_rules
-    )
-    if policy.enabled:
-        store.quota_policy = policy
+    if getattr(store, "quota_policy", "absent") is None:
+        store.quota_policy = policy_from_config(context.config)
 
 
 __all__ = ["LMTPFactory", "LMTPServer", "install_quota_policy", "make_factory"]

@@ -26,6 +26,7 @@ import re
 import threading
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import attrs
 
@@ -145,6 +146,16 @@ class QuotaPolicy:
                         rules[entry.user] = limit
                 self._rules, self._stamp = rules, stamp
             return self._rules
+
+
+def policy_from_config(config: Any) -> QuotaPolicy | None:
+    """The QuotaPolicy of a ``mailaccess.config.Config``, or None when no limit can apply.
+
+    What ``Store(..., quota_policy=...)`` takes.
+    """
+    quota = config.quota
+    policy = QuotaPolicy(parse_size(quota.storage), config.server.users_file, quota.user_rules)
+    return policy if policy.enabled else None
 
 
 class Quota:
