@@ -23,9 +23,8 @@ from mailaccess.imap.response import (
     untagged_status,
 )
 from mailaccess.imap.session import Outcome, Reply, State
-from mailaccess.imap.view import known_keywords
 from mailaccess.store import mutf7
-from mailaccess.store.model import SEEN, SYSTEM_FLAG_LETTERS, NoSuchMailbox
+from mailaccess.store.model import SEEN, NoSuchMailbox
 
 if TYPE_CHECKING:
     from mailaccess.imap.server import IMAPServer
@@ -45,10 +44,6 @@ __all__ = [
 ]
 
 DELIMITER = "."
-
-# RFC 3501 §2.3.2 system flags a client may set, in the order Dovecot lists them.
-_SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
-assert set(_SYSTEM_FLAGS) == set(SYSTEM_FLAG_LETTERS)
 
 
 def mailbox_name(sent: str) -> str:
@@ -91,17 +86,8 @@ def select(server: IMAPServer, command: c.Select | c.Examine) -> Outcome:
             return Reply.no("session ended")
         view = server.select(mailbox, readonly)
         records = view.records
-        flags = [*_SYSTEM_FLAGS, *known_keywords(records)]
-        server.send(b"* FLAGS (" + " ".join(flags).encode("ascii") + b")\r\n")
-        # RFC 3501 §7.1 PERMANENTFLAGS: \* as keywords can be created.
-        permanent = [] if readonly else [*_SYSTEM_FLAGS, *known_keywords(records), "\\*"]
-        server.send(
-            untagged_status(
-                "OK",
-                "Flags permitted" if permanent else "No permanent flags permitted",
-                ResponseCode("PERMANENTFLAGS", ([Atom.of(f) for f in permanent],)),
-            )
-        )
+        for line in view.flags_responses():
+            server.send(line)
         server.send(b"* %d EXISTS\r\n* %d RECENT\r\n" % (len(view), view.recent_count))
         first_unseen = next((n for n, r in enumerate(records, 1) if SEEN not in r.flags), None)
         if first_unseen is not None:

@@ -44,6 +44,9 @@ __all__ = ["MailboxView", "OutOfRange", "flags_line", "known_keywords"]
 
 _uid_of = operator.attrgetter("uid")
 
+#: RFC 3501 §2.3.2 system flags a client may set, in the order Dovecot lists them.
+SYSTEM_FLAGS = ("\\Answered", "\\Flagged", "\\Deleted", "\\Seen", "\\Draft")
+
 # Above this many UIDs in one expunge event the view is rebuilt in one pass
 # instead of deleting entries one by one (each deletion moves the list's tail).
 _REBUILD_AT = 32
@@ -60,7 +63,16 @@ class MailboxView:
     session in IDLE can flush at once (RFC 2177 §3).
     """
 
-    __slots__ = ("_notify", "_pending", "_recent", "_records", "mailbox", "readonly", "void")
+    __slots__ = (
+        "_notify",
+        "_pending",
+        "_recent",
+        "_records",
+        "keywords",
+        "mailbox",
+        "readonly",
+        "void",
+    )
 
     def __init__(
         self,
@@ -74,6 +86,8 @@ class MailboxView:
         self.void = False
         self._notify = notify
         self._records: Sequence[MessageRecord] = mailbox.records()
+        #: The keywords this session's client was told of (SELECT's FLAGS).
+        self.keywords: frozenset[str] = frozenset(known_keywords(self._records))
         self._pending: list[ChangeEvent] = []
         # RFC 3501 §3 (EXAMINE): a read-only selection must not take \Recent away
         # from a session that selects read-write, so it claims none.
@@ -203,6 +217,14 @@ class MailboxView:
         held: list[ChangeEvent] = []
         grew = False
 
+        def announce_keywords(flags: Flags) -> None:
+            # RFC 3501 §7.2.6: a new keyword changes the mailbox's FLAGS; say so
+            # before a line that uses it.
+            new = {f for f in flags if f not in self.keywords and not f.startswith("\\")}
+            if new:
+                self.keywords = self.keywords | new
+                lines.extend(self.flags_responses())
+
         def announce_size() -> None:
             # New messages must be announced before any line numbers them.
             nonlocal grew
@@ -216,6 +238,9 @@ class MailboxView:
                 last = records[-1].uid if records else 0
                 added = [r for r in event.records if r.uid > last]
                 if added:
+                    for record in added:
+                        if record.flags:
+                            announce_keywords(record.flags)
                     records.extend(added)
                     grew = True
             elif isinstance(event, FlagsChanged):
@@ -224,6 +249,7 @@ class MailboxView:
                     if i >= len(records) or records[i].uid != uid:
                         continue
                     record = records[i] = attrs.evolve(records[i], flags=flags)
+                    announce_keywords(flags)
                     if own_flags is not None and own_flags.get(uid) == flags:
                         continue
                     announce_size()
@@ -249,6 +275,18 @@ class MailboxView:
             self._records = snapshot
         else:
             self._records = records
+        return lines
+
+    def flags_responses(self) -> list[bytes]:
+        """``* FLAGS`` and ``* OK [PERMANENTFLAGS ...]`` (RFC 3501 §7.2.6, §7.1)."""
+        flags = " ".join([*SYSTEM_FLAGS, *sorted(self.keywords)])
+        lines = [b"* FLAGS (%s)\r\n" % flags.encode("ascii", "replace")]
+        if self.readonly:
+            lines.append(b"* OK [PERMANENTFLAGS ()] No permanent flags permitted\r\n")
+        else:
+            # \* : clients may create keywords.
+            permanent = (flags + " \\*").encode("ascii", "replace")
+            lines.append(b"* OK [PERMANENTFLAGS (%s)] Flags permitted\r\n" % permanent)
         return lines
 
     def _expunge(

@@ -276,3 +276,19 @@ def test_logout_stops_listening(
     assert len(box._listeners) == 1  # only b's view
     b.drop()
     assert box._listeners == []
+
+
+def test_new_keyword_from_another_session_updates_flags_rfc3501_7_2_6(
+    pair: tuple[IMAPConversation, IMAPConversation],
+) -> None:
+    a, b = pair
+    b.command("b1 STORE 1 +FLAGS.SILENT ($Todo)")
+    a.exchange(
+        """
+        C: a1 NOOP
+        S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo)
+        S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Todo \\*)] Flags permitted
+        S: * 1 FETCH (FLAGS (\\Recent $Todo))
+        S: a1 OK NOOP completed
+        """  # noqa: E501
+    )

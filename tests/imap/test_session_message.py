@@ -128,7 +128,9 @@ def test_fetch_items_and_implicit_seen_rfc3501_6_4_5(context: Any, conv: IMAPCon
     )
 
 
-def test_store_and_silent_rfc3501_6_4_6(context: Any, conv: IMAPConversation) -> None:
+def test_store_silent_and_new_keyword_flags_rfc3501_6_4_6_7_2_6(
+    context: Any, conv: IMAPConversation
+) -> None:
     deliver(context, 3)
     conv.select()
     conv.exchange(
@@ -140,12 +142,14 @@ def test_store_and_silent_rfc3501_6_4_6(context: Any, conv: IMAPConversation) ->
         C: b UID STORE 2 -FLAGS.SILENT (\\Flagged)
         S: b OK STORE completed
         C: c STORE 3 FLAGS ($Label \\Seen)
+        S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label)
+        S: * OK [PERMANENTFLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft $Label \\*)] Flags permitted
         S: * 3 FETCH (FLAGS (\\Seen \\Recent $Label))
         S: c OK STORE completed
         C: d UID STORE 1 +FLAGS (\\Deleted)
         S: * 1 FETCH (UID 1 FLAGS (\\Flagged \\Deleted \\Recent))
         S: d OK STORE completed
-        """
+        """  # noqa: E501
     )
     assert mailbox(context).record(2).flags == frozenset()
 
