@@ -212,7 +212,11 @@ class MailboxView:
         if not events:
             return []
         self._pending = []
-        records: list[MessageRecord] = list(self._records)
+        # Without a held EXPUNGE the view ends as the store's snapshot, so the
+        # per-record flag updates below are only needed when it will not.
+        keep_private = not allow_expunge and any(isinstance(e, MessagesExpunged) for e in events)
+        records: Sequence[MessageRecord] = self._records
+        copied = False
         lines: list[bytes] = []
         held: list[ChangeEvent] = []
         grew = False
@@ -241,6 +245,9 @@ class MailboxView:
                     for record in added:
                         if record.flags:
                             announce_keywords(record.flags)
+                    if not copied:
+                        records, copied = list(records), True
+                    assert isinstance(records, list)
                     records.extend(added)
                     grew = True
             elif isinstance(event, FlagsChanged):
@@ -248,17 +255,26 @@ class MailboxView:
                     i = bisect.bisect_left(records, uid, key=_uid_of)
                     if i >= len(records) or records[i].uid != uid:
                         continue
-                    record = records[i] = attrs.evolve(records[i], flags=flags)
+                    if keep_private:
+                        if not copied:
+                            records, copied = list(records), True
+                        assert isinstance(records, list)
+                        records[i] = attrs.evolve(records[i], flags=flags)
                     announce_keywords(flags)
                     if own_flags is not None and own_flags.get(uid) == flags:
                         continue
                     announce_size()
-                    lines.append(b"* %d FETCH (FLAGS %s)\r\n" % (i + 1, flags_line(self, record)))
+                    if self._recent is not None and uid in self._recent:
+                        flags = flags | {RECENT}
+                    lines.append(b"* %d FETCH (FLAGS %s)\r\n" % (i + 1, encode_fetch_flags(flags)))
             elif isinstance(event, MessagesExpunged):
                 if not allow_expunge:
                     held.append(event)
                     continue
                 announce_size()
+                if not copied:
+                    records, copied = list(records), True
+                assert isinstance(records, list)
                 records = self._expunge(records, event.uids, lines)
             elif isinstance(event, MailboxReset):
                 # RFC 3501 §2.3.1.1: every UID this session knows is void.
@@ -273,7 +289,7 @@ class MailboxView:
         ):
             # Back in step with the store: share its snapshot again.
             self._records = snapshot
-        else:
+        elif copied:
             self._records = records
         return lines
 
