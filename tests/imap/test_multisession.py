@@ -292,3 +292,20 @@ def test_new_keyword_from_another_session_updates_flags_rfc3501_7_2_6(
         S: a1 OK NOOP completed
         """  # noqa: E501
     )
+
+
+def test_uidvalidity_change_ends_the_session_rfc3501_2_3_1_1(context: Any) -> None:
+    from mailaccess.store.model import MailboxReset
+
+    deliver(context, 1)
+    conv = session(context)
+    box = inbox(context)
+    box._emit(MailboxReset("INBOX", box.uidvalidity + 1))
+    conv.exchange(
+        """
+        C: a NOOP
+        S: * BYE Mailbox UIDVALIDITY changed; please reconnect
+        """
+    )
+    assert conv.closed
+    assert box._listeners == []
