@@ -38,6 +38,8 @@ log = Logger(namespace="mailaccess.imap")
 
 # Messages answered per reactor turn when nothing paces us (metadata-only FETCH).
 _SLICE = 2000
+# Messages whose metadata is asked for ahead of the one being answered.
+_READ_AHEAD = 32
 
 _GONE_TEXT = "Some of the requested messages no longer exist"
 
@@ -234,7 +236,8 @@ class FetchRun:
         self._running = False
         self._finished = False
         self._waiting_info = False
-        self._info: Any = None
+        self._infos: dict[int, Any] = {}  # target index -> MessageInfo or Failure
+        self._requested = 0  # targets whose metadata has been asked for
         self._parts: deque[bytes | BodyStream] = deque()
         self._file: IO[bytes] | None = None
         self._chunks: Iterator[bytes] | None = None
@@ -306,12 +309,13 @@ class FetchRun:
             self._finish(None)
             return
         seq, record = self.targets[self._next]
-        if self.plan.needs_info and self._info is None:
-            self._waiting_info = True
-            d: Deferred[Any] = self.view.mailbox.message_info(record.uid)
-            d.addBoth(self._got_info)
-            return
-        info, self._info = self._info, None
+        info: Any = None
+        if self.plan.needs_info:
+            self._read_ahead()
+            if self._next not in self._infos:
+                self._waiting_info = True
+                return
+            info = self._infos.pop(self._next)
         self._next += 1
         if isinstance(info, Failure):
             if info.check(MessageGone):
@@ -320,12 +324,27 @@ class FetchRun:
             info.raiseException()
         self._respond(seq, record, info)
 
-    def _got_info(self, result: Any) -> None:
-        self._info = result
-        self._waiting_info = False
-        if not self._running:
-            # It came later, from disk: carry on.
-            self.resumeProducing()
+    def _read_ahead(self) -> None:
+        # Ask for the metadata of the next few messages at once: a cache miss
+        # is parsed in a worker thread, and several can be under way while we
+        # write; cache hits answer at once.
+        stop = min(len(self.targets), self._next + _READ_AHEAD)
+        message_info = self.view.mailbox.message_info
+        while self._requested < stop:
+            index = self._requested
+            self._requested += 1
+            d: Deferred[Any] = message_info(self.targets[index][1].uid)
+            d.addBoth(self._got_info, index)
+
+    def _got_info(self, result: Any, index: int) -> None:
+        if self._finished:
+            return
+        self._infos[index] = result
+        if self._waiting_info and index == self._next:
+            self._waiting_info = False
+            if not self._running:
+                # It came later, from disk: carry on.
+                self.resumeProducing()
 
     def _respond(self, seq: int, record: MessageRecord, info: Any) -> None:
         plan = self.plan
