@@ -317,3 +317,35 @@ def test_metadata_fetch_yields_the_reactor_between_slices(
     assert conv.take() == (
         b"* 3 FETCH (UID 3)\r\n* 4 FETCH (UID 4)\r\n* 5 FETCH (UID 5)\r\na OK FETCH completed\r\n"
     )
+
+
+def test_fetch_waits_for_metadata_in_order_when_it_comes_late(
+    context: Any, conv: IMAPConversation, monkeypatch: Any
+) -> None:
+    from twisted.internet.defer import Deferred
+
+    deliver(context, 3)
+    conv.select()
+    box = mailbox(context)
+    real = box.message_info
+    pending: dict[int, Deferred[Any]] = {}
+
+    def later(uid: int) -> Deferred[Any]:
+        pending[uid] = Deferred()
+        return pending[uid]
+
+    monkeypatch.setattr(box, "message_info", later)
+    conv.send(b"a FETCH 1:3 (UID ENVELOPE)\r\n")
+    # All three asked for at once (read-ahead), nothing answered yet.
+    assert sorted(pending) == [1, 2, 3] and conv.take() == b""
+    pending[2].callback(fired(real(2)))
+    pending[3].callback(fired(real(3)))
+    assert conv.take() == b""  # message 1 comes first
+    pending[1].callback(fired(real(1)))
+    lines = conv.take().split(b"\r\n")
+    assert [line[:18] for line in lines[:3]] == [
+        b"* 1 FETCH (UID 1 E",
+        b"* 2 FETCH (UID 2 E",
+        b"* 3 FETCH (UID 3 E",
+    ]
+    assert lines[3] == b"a OK FETCH completed"
