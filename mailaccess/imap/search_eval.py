@@ -31,12 +31,12 @@ usable Date: header counts as sent on 1-Jan-1970, as in Dovecot.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import calendar
 import codecs
 import datetime
 import quopri
+import re
 import time
 import unicodedata
 from collections.abc import Callable, Collection, Iterable, Sequence
@@ -420,10 +420,7 @@ _ASCII_SAFE_PREFIXES: tuple[str, ...] = (
     "cp125",
     "koi8",
     "latin",
-    "gb2312",
-    "gbk",
-    "gb18030",
-    "big5",
+    "gb2312",  # (not GBK, GB18030 or Big5: their second octets can be ASCII)
     "euc-",
     "tis-620",
 )
@@ -454,27 +451,54 @@ def _charset(part: Part) -> str:
     return raw.decode("ascii", "replace").strip().lower()
 
 
-def _decode_body(raw: bytes, part: Part) -> str:
-    encoding = part.encoding.lower()
-    if encoding == b"base64":
-        cleaned = bytes(c for c in raw if c in _B64_ALPHABET)
-        cleaned = cleaned[: len(cleaned) // 4 * 4]
-        try:
-            raw = base64.b64decode(cleaned)
-        except (binascii.Error, ValueError):
-            raw = b""
-    elif encoding == b"quoted-printable":
-        raw = quopri.decodestring(raw)
+def _codec(part: Part) -> str:
+    """The Python codec for the part's charset; 8-bit "us-ascii" is read as UTF-8."""
     charset = _charset(part)
     if charset in ("us-ascii", "ascii"):
-        charset = "utf-8"  # 8-bit text mislabelled as ASCII is common
+        return "utf-8"  # 8-bit text mislabelled as ASCII is common
     try:
-        return codecs.decode(raw, charset, "replace")
+        return codecs.lookup(charset).name
     except LookupError:
-        return raw.decode("utf-8", "replace")
+        return "utf-8"
 
 
-_B64_ALPHABET = frozenset(b"ABCDEFGHIJKLMNOPQRSTUVWXYZabcdefghijklmnopqrstuvwxyz0123456789+/")
+def _transfer_decode(raw: bytes, part: Part) -> bytes:
+    """Undo base64 / quoted-printable; other encodings are the octets as stored."""
+    encoding = part.encoding.lower()
+    if encoding == b"base64":
+        try:
+            return binascii.a2b_base64(raw)  # skips line breaks and junk
+        except (binascii.Error, ValueError):
+            cleaned = _B64_JUNK.sub(b"", raw)
+            try:
+                return binascii.a2b_base64(cleaned[: len(cleaned) // 4 * 4])
+            except (binascii.Error, ValueError):
+                return b""
+    if encoding == b"quoted-printable":
+        return quopri.decodestring(raw)
+    return raw
+
+
+_B64_JUNK = re.compile(rb"[^A-Za-z0-9+/]")
+
+
+def _fold_for_ascii(data: bytes, codec: str) -> bytes:
+    """``data`` (8-bit text in an ASCII-safe ``codec``) folded, as octets, for an ASCII needle.
+
+    For an ASCII needle, compatibility decomposition followed by ASCII
+    lower-casing finds exactly what full folding finds (``É`` becomes ``e``
+    and a combining accent; upper-case letters that stay non-ASCII can never
+    meet an ASCII needle), and both run in C.  Text that is already in NFKD
+    (no decomposable characters) cannot gain ASCII: its octets serve as they are.
+    """
+    text = data.decode(codec, "replace")
+    if unicodedata.is_normalized("NFKD", text):
+        return data.lower()
+    return unicodedata.normalize("NFKD", text).encode("utf-8", "replace").lower()
+
+
+def _ascii_safe(codec: str) -> bool:
+    return codec.replace("_", "-").startswith(_ASCII_SAFE_PREFIXES)
 
 
 class _MessageFile:
@@ -514,27 +538,22 @@ class _MessageFile:
                     return True
         for part in _text_parts(self.info.body):
             start, end = part.body_start, part.body_end
-            if (
-                ascii_needle is not None
-                and part.encoding.lower() in _RAW_ENCODINGS
-                and _charset(part).startswith(_ASCII_SAFE_PREFIXES)
-            ):
-                # The fast path: for an ASCII needle in these charsets, ASCII
-                # lower-casing of the raw octets is exact case folding.  Most
-                # text has the word in lower case already: look for that first
-                # (no copy), then lower-case the part once.
-                if data.find(ascii_needle, start, end) >= 0:
+            raw_encoding = part.encoding.lower() in _RAW_ENCODINGS
+            codec = _codec(part)
+            safe = ascii_needle is not None and _ascii_safe(codec)
+            # The fast path: most text has the word in lower case as sent, so
+            # look for that first, without copying anything.
+            if safe and raw_encoding and data.find(ascii_needle or b"", start, end) >= 0:
+                return True
+            body = data[start:end]
+            if not raw_encoding:
+                body = _transfer_decode(body, part)
+            if safe:
+                assert ascii_needle is not None
+                folded_body = body.lower() if body.isascii() else _fold_for_ascii(body, codec)
+                if ascii_needle in folded_body:
                     return True
-                raw = data[start:end]
-                if ascii_needle in raw.lower():
-                    return True
-                if raw.isascii():
-                    continue
-                # 8-bit text can fold into ASCII ("café" decomposes to "cafe"
-                # and an accent): decode to be exact, only when the cheap test failed.
-            else:
-                raw = data[start:end]
-            if folded in _fold(_decode_body(raw, part)):
+            elif folded in _fold(body.decode(codec, "replace")):
                 return True
         return False
 

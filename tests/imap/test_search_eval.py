@@ -7,6 +7,7 @@ under test.  Programs are parsed with our parser, as the session would.
 
 from __future__ import annotations
 
+import base64
 import calendar
 import io
 from collections.abc import Collection, Iterator
@@ -488,3 +489,52 @@ def test_header_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.setattr(search_eval, "HAYSTACK_CACHE_SIZE", 2)
     assert search("OR SUBJECT hello FROM alice") == [1, 4]
     assert len(search_eval._HAYSTACKS) == 2
+
+
+def _contains(message: bytes, needle: str, with_header: bool = False) -> bool:
+    info = parse_message(message)
+    return search_eval._MessageFile(io.BytesIO(message), info).contains(needle, with_header)
+
+
+def test_charsets_not_ascii_safe_are_decoded_before_searching_rfc3501_6_4_4() -> None:
+    # UTF-16: the raw octets hold "a\0b\0", never "ab"; decoded they read "ab".
+    utf16 = "xAByz".encode("utf-16-le")
+    message = (
+        b"Subject: u\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-16le\n"
+        b"Content-Transfer-Encoding: binary\n\n" + utf16
+    )
+    assert _contains(message, "ab")
+    assert not _contains(message, "a\0b")
+    # ISO-2022-JP escapes are ASCII octets ("$B"): they are no text to find.
+    jp = "日本".encode("iso2022_jp")
+    message = (
+        b"Subject: j\nMIME-Version: 1.0\nContent-Type: text/plain; charset=iso-2022-jp\n\n" + jp
+    )
+    assert b"$B" in jp
+    assert not _contains(message, "$B")
+    assert _contains(message, "日本")
+
+
+def test_eight_bit_text_folds_per_character_like_dovecot() -> None:
+    message = (
+        "Subject: f\nMIME-Version: 1.0\nContent-Type: text/plain; charset=utf-8\n"
+        "Content-Transfer-Encoding: 8bit\n\nÉCOLE ﬁnale Straße\n"
+    ).encode()
+    # É folds to "e" and a combining accent, which stands between "e" and "cole":
+    # "école" and "cole" are found, "ecole" is not (as "cafe" finds "café").
+    assert _contains(message, "école")
+    assert _contains(message, "cole")
+    assert not _contains(message, "ecole")
+    assert _contains(message, "finale")  # the ligature decomposes (NFKD)
+    assert _contains(message, "straße")
+    assert not _contains(message, "strasse")  # no ß → ss, as in Dovecot
+    assert not _contains(message, "ecoles")
+
+
+def test_base64_with_junk_and_bad_padding_still_searches() -> None:
+    body = base64.encodebytes(b"needle in the haystack") + b"!!\n=="
+    message = (
+        b"Subject: b\nMIME-Version: 1.0\nContent-Type: text/plain\n"
+        b"Content-Transfer-Encoding: base64\n\n" + body
+    )
+    assert _contains(message, "HAYSTACK")
