@@ -11,7 +11,7 @@ import base64
 import calendar
 import io
 from collections.abc import Collection, Iterator
-from typing import IO, Any
+from typing import IO, Any, cast
 
 import pytest
 from twisted.internet.defer import Deferred, fail, succeed
@@ -538,3 +538,25 @@ def test_base64_with_junk_and_bad_padding_still_searches() -> None:
         b"Content-Transfer-Encoding: base64\n\n" + body
     )
     assert _contains(message, "HAYSTACK")
+
+
+def test_header_round_gives_the_reactor_back_between_slices(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    from twisted.internet.interfaces import IReactorTime
+    from twisted.internet.task import Clock
+
+    monkeypatch.setattr(search_eval, "SLICE_SIZE", 2)
+    clock = Clock()
+    reader = Reader([b"SUBJECT e"])
+    program = read_search_program(reader, None)
+    got: list[list[int]] = []
+    reactor = cast(IReactorTime, clock)
+    evaluate(program, messages(), FakeContext(), None, sync_runner, reactor).addCallback(
+        got.append
+    )
+    # Five messages, two per slice: the first slice ran, the rest waits for the reactor.
+    assert got == []
+    assert len(clock.getDelayedCalls()) == 1
+    clock.advance(0)  # runs the pending slice, and the one it schedules
+    assert got == [[1, 2, 3, 4, 5]]
