@@ -426,7 +426,8 @@ class Run:
                 self.transcript.append(f"{step.conn} (closed by the server)")
                 conn.close()
                 return
-            self.fail(step, f"expected the server to close the connection, got {line!r}")
+            got = f"{line!r}" if line is not None else f"nothing within {step.wait:g} s"
+            self.fail(step, f"expected the server to close the connection, got {got}")
         elif step.kind == "deliver":
             for _ in range(int(step.text)):
                 self.deliver_one(step)
