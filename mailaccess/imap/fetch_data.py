@@ -63,7 +63,7 @@ __all__ = [
     "UnsupportedFetchItem",
     "clear_envelope_cache",
     "encode_fetch_flags",
-    "format_internaldate_utc",
+    "format_internaldate_local",
 ]
 
 #: Sections up to this many octets are read at once and sent inline: cheaper
@@ -155,22 +155,31 @@ def encode_fetch_flags(flags: Iterable[str]) -> bytes:
 _MONTHS = tuple(b"Jan Feb Mar Apr May Jun Jul Aug Sep Oct Nov Dec".split())
 
 
-def format_internaldate_utc(when: float) -> bytes:
-    """RFC 3501 §9 ``date-time`` in UTC, quoted: ``"07-Jul-1996 09:44:25 +0000"``.
+def format_internaldate_local(when: float) -> bytes:
+    """RFC 3501 §9 ``date-time`` in the server's zone, quoted: ``"07-Jul-1996 02:44:25 -0700"``.
 
-    Unlike ``response.format_internaldate`` the day is zero-padded (``2digit``
-    rather than ``SP digit``; both are ``date-day-fixed``), as Dovecot writes
-    it; and it is several times faster (``time.gmtime`` instead of a datetime),
-    which matters as FETCH INTERNALDATE of a whole mailbox calls it per message.
+    Dovecot writes INTERNALDATE in the server's local zone and SEARCH
+    BEFORE/ON/SINCE compares days there too (see search_eval), so we do the
+    same.  Unlike ``response.format_internaldate`` the day is zero-padded
+    (``2digit`` rather than ``SP digit``; both are ``date-day-fixed``), as
+    Dovecot writes it; and it is several times faster (``time.localtime``
+    instead of a datetime), which matters as FETCH INTERNALDATE of a whole
+    mailbox calls it once per message.
     """
-    t = time.gmtime(when)
-    return b'"%02d-%s-%04d %02d:%02d:%02d +0000"' % (
+    t = time.localtime(when)
+    offset = t.tm_gmtoff // 60
+    sign = b"-" if offset < 0 else b"+"
+    offset = abs(offset)
+    return b'"%02d-%s-%04d %02d:%02d:%02d %s%02d%02d"' % (
         t.tm_mday,
         _MONTHS[t.tm_mon - 1],
         t.tm_year,
         t.tm_hour,
         t.tm_min,
         t.tm_sec,
+        sign,
+        offset // 60,
+        offset % 60,
     )
 
 
@@ -313,7 +322,7 @@ class FetchPlan:
             elif kind == _FLAGS:
                 out.append(b"FLAGS " + encode_fetch_flags(flags))
             elif kind == _INTERNALDATE:
-                out.append(b"INTERNALDATE " + format_internaldate_utc(record.internal_date))
+                out.append(b"INTERNALDATE " + format_internaldate_local(record.internal_date))
             else:
                 out.append(b"RFC822.SIZE %d" % record.vsize)
         if seen_changed and not self._has_flags:

@@ -9,7 +9,8 @@ from __future__ import annotations
 
 import io
 import re
-from collections.abc import Sequence
+import time
+from collections.abc import Iterator, Sequence
 
 import pytest
 
@@ -20,12 +21,24 @@ from mailaccess.imap.fetch_data import (
     FetchPlan,
     UnsupportedFetchItem,
     encode_fetch_flags,
-    format_internaldate_utc,
+    format_internaldate_local,
 )
 from mailaccess.imap.lexer import Reader
 from mailaccess.imap.response import format_internaldate
 from mailaccess.store.mime import parse_message
 from mailaccess.store.model import MessageGone, MessageRecord
+
+
+@pytest.fixture(autouse=True)
+def _server_in_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # INTERNALDATE is shown, and SEARCH dates compared, in the server's zone
+    # (as Dovecot does); the expected answers here were made in UTC.
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
 
 SIMPLE = b"""From: Ann <ann@example.com>
 To: bob@example.org
@@ -174,12 +187,22 @@ def test_flags_in_dovecot_order() -> None:
     assert encode_fetch_flags(frozenset()) == b"()"
 
 
+def test_internaldate_in_the_server_zone_rfc3501_9(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    assert format_internaldate_local(1686121200.0) == b'"07-Jun-2023 03:00:00 -0400"'
+    assert format_internaldate_local(1700000000.0) == b'"14-Nov-2023 17:13:20 -0500"'
+    monkeypatch.setenv("TZ", "Asia/Kolkata")
+    time.tzset()
+    assert format_internaldate_local(0.0) == b'"01-Jan-1970 05:30:00 +0530"'
+
+
 def test_internaldate_is_the_same_instant_as_format_internaldate_rfc3501_9() -> None:
     for when in (0.0, 1686121200.0, 951782400.0, 1709251199.0, 4102444800.0):
-        ours = format_internaldate_utc(when)
+        ours = format_internaldate_local(when)
         # Same text but for the day's padding (Dovecot pads with 0, not a space).
         assert re.sub(rb'^"0', b'" ', ours) == format_internaldate(when)
-    assert format_internaldate_utc(1686121200.0) == b'"07-Jun-2023 07:00:00 +0000"'
+    assert format_internaldate_local(1686121200.0) == b'"07-Jun-2023 07:00:00 +0000"'
 
 
 # --- sections ---------------------------------------------------------------------------------

@@ -26,6 +26,8 @@ import os
 import re
 import shutil
 import sys
+import time
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -35,6 +37,18 @@ from mailaccess.imap.fetch_data import BodyStream, FetchPlan
 from mailaccess.imap.lexer import Reader
 from mailaccess.store.mime import parse_message
 from mailaccess.store.model import MessageRecord
+
+
+@pytest.fixture(autouse=True)
+def _server_in_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # INTERNALDATE is shown, and SEARCH dates compared, in the server's zone
+    # (as Dovecot does); the expected answers here were made in UTC.
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
 
 HERE = Path(__file__).parent
 MIME = HERE.parent / "fixtures" / "mime"

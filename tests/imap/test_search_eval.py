@@ -10,6 +10,7 @@ from __future__ import annotations
 import base64
 import calendar
 import io
+import time
 from collections.abc import Collection, Iterator
 from typing import IO, Any, cast
 
@@ -22,6 +23,17 @@ from mailaccess.imap.search import read_search_program
 from mailaccess.imap.search_eval import BadCharset, check_charset, evaluate
 from mailaccess.store.mime import MessageInfo, parse_message
 from mailaccess.store.model import MessageGone, MessageRecord
+
+
+@pytest.fixture(autouse=True)
+def _server_in_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # INTERNALDATE is shown, and SEARCH dates compared, in the server's zone
+    # (as Dovecot does); the expected answers here were made in UTC.
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
 
 
 def stamp(y: int, mo: int, d: int, h: int = 12) -> float:
@@ -560,3 +572,14 @@ def test_header_round_gives_the_reactor_back_between_slices(
     assert len(clock.getDelayedCalls()) == 1
     clock.advance(0)  # runs the pending slice, and the one it schedules
     assert got == [[1, 2, 3, 4, 5]]
+
+
+def test_internal_dates_compare_in_the_server_zone_like_dovecot(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    # M2 arrived at 00:00 UTC on 3 Jan: still 2 Jan in New York.
+    monkeypatch.setenv("TZ", "America/New_York")
+    time.tzset()
+    assert search("ON 2-Jan-2024") == [2]
+    assert search("ON 3-Jan-2024") == []
+    assert search("SINCE 3-Jan-2024") == [3, 4, 5]

@@ -20,6 +20,7 @@ import os
 import re
 import shutil
 import sys
+import time
 from collections.abc import Collection, Iterator
 from pathlib import Path
 from typing import IO, Any
@@ -33,6 +34,18 @@ from mailaccess.imap.search_eval import evaluate
 from mailaccess.store.mime import parse_message
 from mailaccess.store.model import MessageRecord
 from tests.imap.test_search_eval import MAILBOX, framed, sync_runner
+
+
+@pytest.fixture(autouse=True)
+def _server_in_utc(monkeypatch: pytest.MonkeyPatch) -> Iterator[None]:
+    # INTERNALDATE is shown, and SEARCH dates compared, in the server's zone
+    # (as Dovecot does); the expected answers here were made in UTC.
+    monkeypatch.setenv("TZ", "UTC")
+    time.tzset()
+    yield
+    monkeypatch.undo()
+    time.tzset()
+
 
 HERE = Path(__file__).parent
 MIME = HERE.parent / "fixtures" / "mime"
