@@ -24,6 +24,10 @@ import re
 import ssl
 from dataclasses import dataclass, field
 
+#: How long a greeting may take before the connection counts as failed.  A client
+#: stuck in an overflowed accept queue would otherwise wait for it forever.
+GREETING_TIMEOUT = 30.0
+
 #: Generous: a SEARCH result of 100,000 UIDs is one line, and RETR reads whole messages.
 STREAM_LIMIT = 64 * 1024 * 1024
 
@@ -57,6 +61,13 @@ async def _open(
     )
 
 
+async def _greeting(reader: asyncio.StreamReader) -> bytes:
+    try:
+        return await asyncio.wait_for(reader.readline(), GREETING_TIMEOUT)
+    except TimeoutError:
+        raise ProtocolFailure(f"no greeting within {GREETING_TIMEOUT:.0f} s") from None
+
+
 @dataclass
 class IMAPResponse:
     """A completed command: its tagged status line and what came before it."""
@@ -83,7 +94,7 @@ class IMAPConnection:
         """Connect and read the greeting (RFC 3501 §7.1.1)."""
         reader, writer = await _open(host, port, tls)
         conn = cls(reader, writer)
-        conn.greeting = await reader.readline()
+        conn.greeting = await _greeting(reader)
         if not conn.greeting.startswith(b"* OK") and not conn.greeting.startswith(b"* PREAUTH"):
             raise ProtocolFailure(f"IMAP greeting: {conn.greeting!r}")
         return conn
@@ -173,7 +184,7 @@ class POP3Connection:
         """Connect and read the +OK greeting (RFC 1939 §4)."""
         reader, writer = await _open(host, port, tls)
         conn = cls(reader, writer)
-        greeting = await reader.readline()
+        greeting = await _greeting(reader)
         if not greeting.startswith(b"+OK"):
             raise ProtocolFailure(f"POP3 greeting: {greeting!r}")
         return conn

@@ -50,6 +50,10 @@ protocol pop3 {
 """
 
 
+#: The listen queue mailaccess's endpoints get (see MailaccessServer.start).
+LISTEN_BACKLOG = 1024
+
+
 class ServerUnavailable(Exception):
     """The server cannot be run here; the message says why (shown in the table)."""
 
@@ -163,7 +167,14 @@ class MailaccessServer(_Server):
         if not (VENV_BIN / "mailaccess").exists():
             raise ServerUnavailable("the mailaccess command is not installed in the venv")
         ports = dict(zip(PROTOCOL_NAMES, free_ports(len(PROTOCOL_NAMES)), strict=True))
-        listen = [f"--listen={p}=tcp:{port}:interface=127.0.0.1" for p, port in ports.items()]
+        # backlog: Twisted's default listen queue is 50.  200 clients connecting at once
+        # overflow it; the kernel then answers with SYN cookies, the client thinks it is
+        # connected, the server never accepts, and a protocol where the server speaks
+        # first (IMAP, POP3) waits forever.  Dovecot gets its limits raised too.
+        listen = [
+            f"--listen={p}=tcp:{port}:interface=127.0.0.1:backlog={LISTEN_BACKLOG}"
+            for p, port in ports.items()
+        ]
         self._cli("init", str(self.workdir), *listen, "--force")
         # Loopback-only benchmark: allow plaintext logins like the Dovecot side does.
         text = self.config.read_text()
