@@ -349,3 +349,50 @@ def test_fetch_waits_for_metadata_in_order_when_it_comes_late(
         b"* 3 FETCH (UID 3 E",
     ]
     assert lines[3] == b"a OK FETCH completed"
+
+
+def test_examine_fetch_body_does_not_set_seen_rfc3501_6_3_2(
+    context: Any, conv: IMAPConversation
+) -> None:
+    deliver(context, 1)
+    conv.exchange(
+        f"""
+        C: a EXAMINE INBOX
+        S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
+        S: * OK [PERMANENTFLAGS ()] No permanent flags permitted
+        S: * 1 EXISTS
+        S: * 0 RECENT
+        S: * OK [UNSEEN 1] First unseen is 1
+        S: ~\\* OK \\[UIDVALIDITY \\d+\\] UIDs valid
+        S: * OK [UIDNEXT 2] Predicted next UID
+        S: a OK [READ-ONLY] EXAMINE completed
+        C: b FETCH 1 (RFC822.SIZE BODY[TEXT])
+        S: * 1 FETCH (RFC822.SIZE {SIZE + 2} BODY[TEXT] {{11}}
+        S: Body line
+        S: )
+        S: b OK FETCH completed
+        C: c CHECK
+        S: c OK CHECK completed
+        C: d COPY 1 INBOX
+        S: * 2 EXISTS
+        S: * 0 RECENT
+        S: ~d OK \\[COPYUID \\d+ 1 2\\] COPY completed
+        """
+    )
+    assert mailbox(context).record(1).flags == frozenset()
+
+
+def test_empty_mailbox_sequence_numbers_rfc3501_9(conv: IMAPConversation) -> None:
+    # As a live Dovecot 2.3 answers: BAD for message numbers, OK for UIDs.
+    conv.select()
+    conv.exchange(
+        """
+        C: a FETCH 1:* FLAGS
+        S: a BAD message sequence number 1 does not exist (this mailbox has 0 messages)
+        C: b UID FETCH 1:* FLAGS
+        S: b OK FETCH completed
+        C: c SEARCH ALL
+        S: * SEARCH
+        S: c OK SEARCH completed
+        """
+    )
