@@ -356,6 +356,7 @@ _ADDRESS_ATTRS = {
 #: mailbox then skip rendering and decoding.  About 100 octets an entry.
 HAYSTACK_CACHE_SIZE = 65536
 _HAYSTACKS: dict[tuple[str, int, str], bytes | str | None] = {}
+_DECODED: dict[bytes, str] = {}
 
 
 def _haystack(record: MessageRecord, info: MessageInfo, field: str) -> bytes | str | None:
@@ -395,7 +396,14 @@ def _haystack(record: MessageRecord, info: MessageInfo, field: str) -> bytes | s
     elif raw.isascii() and b"=?" not in raw:
         hay = raw.lower()
     else:
-        hay = _fold(decode_words(raw))
+        # Encoded words: decoding is the slow part, and the same senders and
+        # subjects recur across a mailbox, so decoded forms are kept by value.
+        hay = _DECODED.get(raw)
+        if hay is None:
+            hay = _fold(decode_words(raw))
+            if len(_DECODED) >= HAYSTACK_CACHE_SIZE:
+                _DECODED.clear()
+            _DECODED[raw] = hay
     if len(_HAYSTACKS) >= HAYSTACK_CACHE_SIZE:
         del _HAYSTACKS[next(iter(_HAYSTACKS))]  # bounded: drop the oldest
     _HAYSTACKS[key] = hay
@@ -405,6 +413,7 @@ def _haystack(record: MessageRecord, info: MessageInfo, field: str) -> bytes | s
 def clear_haystack_cache() -> None:
     """Forget the cached header forms (tests; or after the parser changed)."""
     _HAYSTACKS.clear()
+    _DECODED.clear()
 
 
 def _envelope_match(record: MessageRecord, info: MessageInfo, field: str, needle: str) -> bool:
