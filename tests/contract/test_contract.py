@@ -105,3 +105,96 @@ def test_mismatch_names_scenario_line_and_transcript(
     assert "scenario wrong" in text and "line 8" in text
     assert "expected '-ERR this is not what a server says'" in text
     assert "pop C: CAPA" in text
+
+
+# --- every scenario fails when its rule is broken --------------------------------
+
+BREAKS_DIR = Path(__file__).parent / "rule_breaks"
+
+#: break name (see rule_breaks/sitecustomize.py) -> the scenarios (and the
+#: variant) that must fail on a server with that break.
+MUST_FAIL: dict[str, list[tuple[str, dict[str, Any]]]] = {
+    "rule1-pop3-lists-deleted": [("rule1_listing_skips_deleted", {})],
+    "rule2-uidl-follows-flags": [("rule2_uidl_stable_restart_flags", {})],
+    "rule2-uidl-changes-on-restart": [("rule2_uidl_stable_restart_flags", {})],
+    "rule3-retr-does-not-set-seen": [
+        ("rule3_retr_sets_seen_idle", {"pop3.retr_sets_seen": True}),
+    ],
+    "rule3-top-and-retr-always-set-seen": [
+        ("rule3_top_does_not_set_seen", {"pop3.retr_sets_seen": True}),
+        ("rule3_retr_sets_seen_idle", {"pop3.retr_sets_seen": False}),
+    ],
+    "rule4-dele-only-in-session": [("rule4_dele_rset_quit", {})],
+    "rule4-rset-keeps-flags": [
+        ("rule4_dele_rset_quit", {}),
+        ("rule4_drop_commits_nothing", {}),
+    ],
+    "rule4-quit-expunges-nothing": [("rule4_dele_rset_quit", {})],
+    "rule4-drop-commits": [("rule4_drop_commits_nothing", {})],
+    "rule5-pop3-ignores-expunge": [
+        ("rule5_imap_expunge_during_pop3", {}),
+        ("rule7_two_pop3_sessions_delete_same", {}),
+    ],
+    "rule6-pop3-sees-new-mail": [("rule6_delivery_pop3_and_idle", {})],
+    "rule6-imap-misses-new-mail": [
+        ("rule6_delivery_pop3_and_idle", {}),
+        ("rule6_imap_append_idle", {}),
+    ],
+    "rule7-exclusive-ignored": [("rule7_exclusive_in_use", {"pop3.exclusive": True})],
+    "rule7-always-exclusive": [
+        ("rule7_exclusive_in_use", {"pop3.exclusive": False}),
+        ("rule7_two_pop3_sessions_delete_same", {}),
+    ],
+    "rule8-expunge-any-time": [("rule8_no_expunge_during_fetch_store_search", {})],
+    "rule9-append-ok-before-disk": [("rule9_append_durable_across_crash", {})],
+}
+
+
+def _break_cases() -> list[Any]:
+    return [
+        pytest.param(name, scenario, variant, id=f"{name}-{scenario}")
+        for name, targets in MUST_FAIL.items()
+        for scenario, variant in targets
+    ]
+
+
+@pytest.fixture
+def broken_servers(tmp_path_factory: pytest.TempPathFactory) -> Any:
+    """Like start_mail_server, without failing on the tracebacks a break may cause."""
+    from tests.conftest import MailServer
+
+    servers: list[Any] = []
+
+    def start(**overrides: Any) -> Any:
+        server = MailServer(tmp_path_factory.mktemp("broken") / "setup", overrides)
+        servers.append(server)
+        server.start()
+        return server
+
+    yield start
+    for server in servers:
+        server.stop()
+
+
+@pytest.mark.parametrize(("break_name", "scenario_name", "variant"), _break_cases())
+def test_scenario_fails_when_its_rule_is_broken(
+    break_name: str,
+    scenario_name: str,
+    variant: dict[str, Any],
+    broken_servers: Any,
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    scenario = parse_scenario(SCENARIOS / f"{scenario_name}.txt")
+    full_variant = {**{k: v[0] for k, v in scenario.vary.items()}, **variant}
+    # The server subprocess imports rule_breaks/sitecustomize.py at start-up.
+    monkeypatch.setenv("PYTHONPATH", str(BREAKS_DIR))
+    monkeypatch.setenv("MAILACCESS_BREAK", break_name)
+    with pytest.raises(TranscriptMismatch):
+        run_scenario(scenario, full_variant, broken_servers)
+
+
+def test_every_rule_has_a_break_check() -> None:
+    names = {p.stem for p in SCENARIOS.glob("*.txt")}
+    checked = {scenario for targets in MUST_FAIL.values() for scenario, _ in targets}
+    assert names - checked == set(), f"scenarios no break is checked against: {names - checked}"
+    assert checked - names == set(), f"MUST_FAIL names missing scenarios: {checked - names}"

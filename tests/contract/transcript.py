@@ -376,12 +376,11 @@ class Run:
             while index < len(steps):
                 step = steps[index]
                 if step.kind == "unordered":
-                    block = list(
-                        itertools.takewhile(
-                            lambda s, conn=step.conn: s.kind == "unordered" and s.conn == conn,
-                            steps[index:],
-                        )
-                    )
+                    block = [step]
+                    for later in steps[index + 1 :]:
+                        if later.kind != "unordered" or later.conn != step.conn:
+                            break
+                        block.append(later)
                     self.expect_unordered(block)
                     index += len(block)
                     continue
