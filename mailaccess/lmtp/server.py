@@ -1,7 +1,8 @@
 """The LMTP server (RFC 2033): an MTA hands mail over, one reply per recipient.
 
 Extensions offered (the ones Postfix's LMTP client uses): PIPELINING (RFC 2920),
-ENHANCEDSTATUSCODES (RFC 2034, on every reply), 8BITMIME (RFC 6152) and SIZE
+ENHANCEDSTATUSCODES (RFC 2034: on every 2xx/4xx/5xx reply but the greeting and
+LHLO's), 8BITMIME (RFC 6152) and SIZE
 (RFC 1870).  No TLS and no login: LMTP is for the local MTA, on loopback or a
 UNIX socket whose permissions say who may deliver (docs/postfix.md).
 
@@ -149,7 +150,7 @@ class LMTPServer(Protocol):
     # --- replies ------------------------------------------------------------------
 
     def _reply(self, code: int, enhanced: str | None, text: str) -> None:
-        """One reply line; *enhanced* is the RFC 2034 status code (none on 220)."""
+        """One reply line; *enhanced* is the RFC 2034 §4 status code (none on 220 and 354)."""
         middle = f" {enhanced} " if enhanced else " "
         self.transport.write(f"{code}{middle}{text}\r\n".encode("utf-8", "replace"))
 
@@ -322,7 +323,7 @@ class LMTPServer(Protocol):
                     self._reply(501, "5.5.4", "SIZE= needs a number of octets (RFC 1870)")
                     return None
                 if int(value) > limit:
-                    # RFC 1870 §6.2: 552 when the declared size is over the limit.
+                    # RFC 1870 §6.1: 552 when the declared size is over the fixed limit.
                     self._reply(552, "5.3.4", f"message size exceeds the limit of {limit} octets")
                     return None
             elif keyword == "BODY":

@@ -1,7 +1,8 @@
 """LMTP sessions (RFC 2033) over StringTransport, on the real store in a temp dir.
 
-Test names carry the RFC section they check.  Every reply carries an RFC 2034
-enhanced status code, except the 220 greeting and the 354 go-ahead (RFC 2034 §3).
+Test names carry the RFC section they check.  Every 2xx, 4xx and 5xx reply carries
+an RFC 2034 enhanced status code, except the 220 greeting and the answer to LHLO
+(RFC 2034 §4 exempts those); 354 is no 2xx/4xx/5xx reply.
 """
 
 from __future__ import annotations
@@ -90,7 +91,7 @@ def test_mail_from_size_and_body_parameters_rfc1870_rfc6152(
     assert session.lines(argument + b"\r\n") == ["250 2.1.0 sender OK"]
 
 
-def test_mail_from_declared_size_over_limit_is_552_rfc1870_6_2(tmp_path: Path) -> None:
+def test_mail_from_declared_size_over_limit_is_552_rfc1870_6_1(tmp_path: Path) -> None:
     s = Session(tmp_path, lmtp={"max_message_size": 70000})
     s.hello()
     [line] = s.lines(b"MAIL FROM:<a@b.test> SIZE=70001\r\n")
@@ -455,7 +456,7 @@ def test_idle_session_times_out_with_421_rfc5321_4_5_3_2(session: Session) -> No
     assert session.transport.disconnecting
 
 
-def test_every_reply_has_an_enhanced_status_code_rfc2034_3(session: Session) -> None:
+def test_every_reply_has_an_enhanced_status_code_rfc2034_4(session: Session) -> None:
     replies = session.lines(
         b"NOOP\r\n" + transaction("alice", "nobody") + b"VRFY x\r\nRSET\r\nFROB\r\nQUIT\r\n"
     )
