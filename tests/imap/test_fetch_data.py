@@ -11,6 +11,7 @@ import io
 import re
 import time
 from collections.abc import Iterator, Sequence
+from pathlib import Path
 
 import pytest
 
@@ -311,3 +312,30 @@ def test_envelope_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         plan.response(uid + 1, record(SIMPLE, uid=uid), frozenset(), info)
     assert len(fetch_data._ENVELOPES) == 3
     fetch_data.clear_envelope_cache()
+
+
+_SECTIONS_ITEM = (
+    "(BODY.PEEK[] BODY.PEEK[TEXT]<3.500> BODY.PEEK[1] BODY.PEEK[1.MIME] BODY.PEEK[2]<0.70000> "
+    "BODY.PEEK[2.HEADER] BODY.PEEK[2.TEXT] BODY.PEEK[HEADER] RFC822.TEXT)"
+)
+
+
+@pytest.mark.parametrize(
+    "sample",
+    sorted(p.name for p in (Path(__file__).parent.parent / "fixtures" / "mime").glob("*.eml")),
+)
+def test_streamed_and_inlined_sections_are_the_same_octets(
+    sample: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    data = (Path(__file__).parent.parent / "fixtures" / "mime" / sample).read_bytes()
+    monkeypatch.setattr(fetch_data, "INLINE_LIMIT", 1 << 30)
+    inline = run(_SECTIONS_ITEM, data)
+    monkeypatch.setattr(fetch_data, "INLINE_LIMIT", 0)
+    plan = FetchPlan(items(_SECTIONS_ITEM), False)
+    parts = plan.response(
+        7, record(data), frozenset(), parse_message(data), lambda: io.BytesIO(data)
+    )
+    assert any(isinstance(p, BodyStream) for p in parts)
+    streamed = run(_SECTIONS_ITEM, data)
+    assert streamed == inline
+    assert literals_consistent(inline)
