@@ -2,8 +2,9 @@
 
 Extensions offered (the ones Postfix's LMTP client uses): PIPELINING (RFC 2920),
 ENHANCEDSTATUSCODES (RFC 2034: on every 2xx/4xx/5xx reply but the greeting and
-LHLO's), 8BITMIME (RFC 6152) and SIZE (RFC 1870).  No TLS and no login: LMTP is for the local MTA, on loopback or a
-UNIX socket whose permissions say who may deliver (docs/postfix.md).
+LHLO's), 8BITMIME (RFC 6152) and SIZE (RFC 1870).  No TLS and no login: LMTP is
+for the local MTA, on loopback or a UNIX socket whose permissions say who may
+deliver (docs/postfix.md).
 
 A session is a translator between the wire and the store, like the POP3 one:
 commands are answered strictly in order; while one waits (a user lookup, the
