@@ -63,11 +63,18 @@ def build_context(config: Config, reactor: Any, tls: ServerTLS | None) -> Server
             return f"{name} is not implemented yet"
     from mailaccess.auth.login import make_authenticator
     from mailaccess.store.account import Store
+    from mailaccess.store.quota import policy_from_config
 
     # The mail root is not created here: this runs before twistd drops to
     # --uid, and a root-owned directory would lock the mail user out.  The
-    # store creates what it needs at first login, as the mail user.
-    store = Store(config.server.mail_root, config.mailboxes, reactor)
+    # store creates what it needs at first login, as the mail user.  The quota
+    # is the store's: IMAP APPEND, LMTP and deliver all meet it there.
+    store = Store(
+        config.server.mail_root,
+        config.mailboxes,
+        reactor,
+        quota_policy=policy_from_config(config),
+    )
     authenticator = make_authenticator(config, store, reactor)
     return ServerContext(
         config=config, store=store, authenticator=authenticator, clock=reactor, tls=tls

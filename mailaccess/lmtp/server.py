@@ -629,22 +629,7 @@ def make_factory(context: ServerContext, implicit_tls: bool) -> Factory:
     """The factory for an LMTP listener (TCP or ``unix:``); LMTP has no TLS here."""
     if implicit_tls:
         raise ValueError("LMTP has no implicit-TLS listener")
-    install_quota_policy(context)
     return LMTPFactory(context)
 
 
-def install_quota_policy(context: ServerContext) -> None:
-    """Give the store the [quota] policy if nobody did (see the report on service.py).
-
-    The quota belongs to the store, for IMAP APPEND as much as for LMTP; until
-    ``service.build_context`` passes it to ``Store`` itself, the LMTP listener
-    installs it, before any session has created an account.
-    """
-    from mailaccess.store.quota import policy_from_config
-
-    store: Any = context.store
-    if getattr(store, "quota_policy", "absent") is None:
-        store.quota_policy = policy_from_config(context.config)
-
-
-__all__ = ["LMTPFactory", "LMTPServer", "install_quota_policy", "make_factory"]
+__all__ = ["LMTPFactory", "LMTPServer", "make_factory"]

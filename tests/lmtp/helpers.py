@@ -18,9 +18,10 @@ from twisted.internet.testing import StringTransport
 
 from mailaccess.config import Config, LMTPConfig, MailboxesConfig, QuotaConfig, ServerConfig
 from mailaccess.context import ServerContext
-from mailaccess.lmtp.server import LMTPFactory, LMTPServer, install_quota_policy
+from mailaccess.lmtp.server import LMTPFactory, LMTPServer
 from mailaccess.store.account import Store
 from mailaccess.store.mailbox import run_synchronously
+from mailaccess.store.quota import policy_from_config
 
 USERS = ("alice", "bob", "carol")
 
@@ -55,13 +56,16 @@ class Session:
         clock: Any = self.clock  # a Clock provides IReactorTime; mypy cannot see zope
         self.config = make_config(tmp_path, **sections)
         self.store = Store(
-            self.config.server.mail_root, MailboxesConfig(), clock, run_synchronously
+            self.config.server.mail_root,
+            MailboxesConfig(),
+            clock,
+            run_synchronously,
+            quota_policy=policy_from_config(self.config),
         )
         no_login: Any = None  # LMTP never logs anyone in
         self.context = ServerContext(
             config=self.config, store=self.store, authenticator=no_login, clock=clock
         )
-        install_quota_policy(self.context)
         self.factory = LMTPFactory(self.context, run_in_thread=run_now)
         self.server: LMTPServer = self.factory.buildProtocol(None)
         self.transport = StringTransport()
