@@ -536,6 +536,32 @@ def cmd_user_list(args: argparse.Namespace, out: TextIO) -> int:
     return 1 if problems else 0
 
 
+# --- demo ------------------------------------------------------------------------
+
+
+def cmd_demo(args: argparse.Namespace, out: TextIO) -> int:
+    """Play POP3 and IMAP side by side against a running server (mailaccess.demo)."""
+    from mailaccess.demo import DemoError, default_config_file, run_demo
+
+    # `mailaccess --config F demo` works too; main() fills in etc/ when no
+    # --config was given, which is not the demo's default.
+    given = args.demo_config
+    if given is None and args.config != str(default_config_path()):
+        given = args.config
+    try:
+        return run_demo(
+            default_config_file(given),
+            out,
+            host=args.host,
+            pop3_port=args.pop3_port,
+            imap_port=args.imap_port,
+            plain=args.plain,
+            step=args.step,
+        )
+    except DemoError as e:
+        raise CommandError(str(e)) from None
+
+
 # --- argument parsing ------------------------------------------------------------
 
 
@@ -603,6 +629,24 @@ def build_parser() -> argparse.ArgumentParser:
     )
     p.add_argument("--force", action="store_true", help="overwrite an existing setup")
     p.set_defaults(func=cmd_init)
+
+    p = commands.add_parser(
+        "demo", help="watch a POP3 and an IMAP client share one mailbox, side by side"
+    )
+    # Its own --config: the default is make run's var/mailaccess.toml, not etc/.
+    p.add_argument(
+        "--config",
+        dest="demo_config",
+        default=None,
+        help="the running server's config (default: $MAILACCESS_CONFIG, then "
+        "var/mailaccess.toml as `make run` writes it)",
+    )
+    p.add_argument("--step", action="store_true", help="wait for Enter between steps")
+    p.add_argument("--plain", action="store_true", help="no colour (for logs)")
+    p.add_argument("--host", help="server host (default: from the config's listeners)")
+    p.add_argument("--pop3-port", type=int, help="POP3 port (default: from the config)")
+    p.add_argument("--imap-port", type=int, help="IMAP port (default: from the config)")
+    p.set_defaults(func=cmd_demo)
 
     # Listed here for --help; main() hands its arguments to mailaccess.deliver,
     # which exits with sysexits codes as an MTA expects (issue 6).
