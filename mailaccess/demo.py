@@ -180,7 +180,7 @@ def throwaway_user(config: Config) -> Iterator[DemoUser]:
 class Entry:
     """One transcript line: which client, who spoke, and what."""
 
-    side: str  # "pop3" or "imap"
+    side: str  # "pop3", "imap", or "both" (full width)
     kind: str  # client, server, error, push, note
     text: str
 
@@ -381,12 +381,12 @@ class Screen:
             subsequent_indent="     ",
             break_long_words=True,
             break_on_hyphens=False,
-            drop_whitespace=False,
         ) or [""]
 
     def say(self, text: str) -> None:
         """A full-width remark, wrapped to the terminal."""
-        for line in textwrap.wrap(text, self.width, subsequent_indent="  ") or [""]:
+        lines = textwrap.wrap(text, self.width, subsequent_indent="  ", break_on_hyphens=False)
+        for line in lines or [""]:
             self.out.write(line + "\n")
         self.out.flush()
 
@@ -401,10 +401,14 @@ class Screen:
             self.out.write(self.paint("title", line) + "\n")
         self.header()
         for entry in transcript.entries:
+            if entry.side == "both":
+                # Something that is neither client's doing, e.g. a delivery.
+                for line in textwrap.wrap(entry.text, self.width, break_on_hyphens=False):
+                    self.out.write(self.paint(entry.kind, line) + "\n")
+                continue
             for piece in self.wrap(entry.text):
-                padded = piece.ljust(self.column)
                 if entry.side == "pop3":
-                    self.out.write(self.paint(entry.kind, padded).rstrip() + "\n")
+                    self.out.write(self.paint(entry.kind, piece) + "\n")
                 else:
                     self.out.write(
                         " " * self.column + " | " + self.paint(entry.kind, piece) + "\n"
@@ -445,7 +449,7 @@ class Demo:
             ("Minutes of Monday", "Nothing decided."),
         ):
             deliver(self.lmtp, user, subject, body)
-        t.add("pop3", "note", f"   [LMTP delivered 3 messages to {user.name}]")
+        t.add("both", "note", f"[LMTP delivered 3 messages to {user.name}]")
         imap = IMAPClient(self.imap, t)
         imap.login(user)
         imap.command("SELECT INBOX")
@@ -484,7 +488,7 @@ class Demo:
         )
 
         deliver(self.lmtp, user, "Just arrived", "Sent while both were connected.")
-        t.add("pop3", "note", "   [LMTP delivers a 4th message]")
+        t.add("both", "note", "[LMTP delivers a 4th message]")
         imap.pushed()
         pop.command("STAT")
         pop.command("LIST", multiline=True)

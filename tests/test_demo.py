@@ -197,3 +197,23 @@ def test_screen_wraps_long_lines_into_the_column() -> None:
     imap_lines = [line for line in lines if " | S: " in line or " |      " in line]
     assert len(imap_lines) > 2  # wrapped, continuation indented
     assert "C: RETR 1" in lines[-1] and lines[-1].startswith("C:")
+
+
+def test_screen_colours_only_when_asked() -> None:
+    import io
+
+    transcript = Transcript()
+    transcript.add("pop3", "error", "S: -ERR message 3 was removed")
+    transcript.add("imap", "push", "S: * 1 FETCH (FLAGS (\\Seen))")
+    coloured, plain = io.StringIO(), io.StringIO()
+    Screen(coloured, colour=True, width=100).step(1, "title", transcript)
+    Screen(plain, colour=False, width=100).step(1, "title", transcript)
+    assert "\033[1;31mS: -ERR" in coloured.getvalue()
+    assert "\033[" not in plain.getvalue()
+    assert plain.getvalue() == _strip_ansi(coloured.getvalue())
+
+
+def _strip_ansi(text: str) -> str:
+    import re
+
+    return re.sub(r"\033\[[0-9;]*m", "", text)
