@@ -7,8 +7,10 @@ when it changes), delivers a few messages to it over LMTP, and plays a
 scripted story: a POP3 client and an IMAP client work on that one mailbox
 while both wire transcripts are printed in two columns, each step with one
 line saying what POP3 can and cannot see and what IMAP sees at once
-(DESIGN.md, cross-protocol contract).  At the end the user and its Maildir
-are removed again; no other mailbox is touched and no password is printed.
+(DESIGN.md, cross-protocol contract).  At the end its mail is expunged over
+IMAP and the user is removed from the users file (its empty Maildir stays:
+the running server owns it); no other mailbox is touched and no password is
+printed.
 
 This is a command-line client, not server code: plain blocking sockets with
 timeouts are the right tool here (there is no reactor to block).
@@ -139,7 +141,7 @@ class DemoUser:
 
 @contextmanager
 def throwaway_user(config: Config) -> Iterator[DemoUser]:
-    """Add ``demo-pop-imap-<random>`` for the demo; remove it and its mail afterwards."""
+    """Add ``demo-pop-imap-<random>`` to the users file for the demo; remove it afterwards."""
     from mailaccess.auth import passwd, schemes
 
     users_file = config.server.users_file
@@ -168,9 +170,9 @@ def throwaway_user(config: Config) -> Iterator[DemoUser]:
         # Read again: an admin may have changed the file meanwhile.
         kept = [e for e in current_entries() if e.user != name]
         passwd.write_users(users_file, kept)
-        # Only ever the Maildir of the user this run made, inside the mail root.
-        if maildir.parent == config.server.mail_root and maildir.name == name:
-            shutil.rmtree(maildir, ignore_errors=True)
+        # The Maildir stays (emptied over IMAP by Demo.empty_mailbox): removing
+        # a directory the running server watches upsets its store, and the
+        # server, not this command, owns the files under the mail root.
 
 
 # --- wire clients ------------------------------------------------------------------------
@@ -519,6 +521,19 @@ class Demo:
         )
 
 
+def empty_mailbox(endpoint: Endpoint, user: DemoUser) -> None:
+    """Expunge everything the demo left in INBOX, through the server (not shown)."""
+    imap = IMAPClient(endpoint, Transcript())
+    try:
+        imap.login(user)
+        imap.command("SELECT INBOX")
+        imap.command("STORE 1:* +FLAGS.SILENT (\\Deleted)")
+        imap.command("EXPUNGE")
+        imap.command("LOGOUT")
+    finally:
+        imap.close()
+
+
 def run_demo(
     config_path: Path,
     out: TextIO,
@@ -574,6 +589,13 @@ def run_demo(
             demo.play(user)
         except OSError as e:
             raise DemoError(f"connection failed: {e.strerror or e}") from None
+        finally:
+            try:
+                empty_mailbox(imap, user)
+            except (OSError, DemoError) as e:
+                print(
+                    f"mailaccess demo: could not empty {user.name}'s INBOX: {e}", file=sys.stderr
+                )
     out.write("\n")
-    screen.say(f"done: {demo.steps_done} steps; user {user.name} and its mail removed")
+    screen.say(f"done: {demo.steps_done} steps; user {user.name} removed, its mail expunged")
     return 0
