@@ -38,7 +38,7 @@ from typing import Any
 from bench.generate import DATA_DIR, DATASETS, ensure_dataset
 from bench.procstat import self_cpu, tree_cpu, tree_pss
 from bench.servers import DovecotServer, MailaccessServer, ServerUnavailable
-from bench.workloads import QUICK, Metric, Sizes, Target, Workload, workloads
+from bench.workloads import QUICK, USERS, Metric, Sizes, Target, Workload, workloads
 
 RESULTS_DIR = Path(__file__).resolve().parent / "results"
 SERVERS = ("mailaccess", "Dovecot")
@@ -190,7 +190,7 @@ def machine_info() -> dict[str, str]:
 # --- running ------------------------------------------------------------------------
 
 
-async def _warm_up(target: Target) -> None:
+async def _warm_up(target: Target, users: Sequence[str] = USERS) -> None:
     """Log in once per user and open INBOX, so both servers build their indexes now.
 
     The first open of a mailbox is what the first-scan workload measures; every other
@@ -199,7 +199,7 @@ async def _warm_up(target: Target) -> None:
     from bench.clients import IMAPConnection, POP3Connection
     from bench.workloads import PASSWORD
 
-    for user in ("big", "small", "idle", "lmtp"):
+    for user in users:
         if "imap" in target.protocols:
             conn = await IMAPConnection.connect(target.host, target.ports["imap"])
             await conn.login(user, PASSWORD)
@@ -216,11 +216,15 @@ async def _warm_up(target: Target) -> None:
 def run_workload(workload: Workload, target: Target, sizes: Sizes, cell: Cell) -> None:
     """Run once, adding figures (or the failure) to *cell*; never raises for the server."""
     try:
+        if "restart" in workload.tags and target.restart is not None:
+            target.restart()
+            # Log in once so the mailbox is open and the heap has its steady parts.
+            asyncio.run(_warm_up(target, ("small",)))
         if "fresh" in workload.tags and target.fresh_user is not None:
             # Copy the mail before the clocks start: cp's CPU is not the generator's.
             target.prepared_user = target.fresh_user()
     except Exception as e:
-        cell.note = f"error: preparing a fresh user: {e}"
+        cell.note = f"error: preparing the workload: {e}"
         return
     cpu0, gen0 = tree_cpu(target.root_pid), self_cpu()
     try:

@@ -185,6 +185,27 @@ class MailaccessServer(_Server):
             self._cli("user", "add", user, "--password-stdin", "--scheme", "PLAIN",
                       "--config", str(self.config), stdin=PASSWORD + "\n")  # fmt: skip
         self._populate()
+        self._ports = ports
+        self._spawn()
+        opened = self._wait_listening(ports)
+        self.target = Target(
+            self.name, "127.0.0.1", ports, self.process.pid,  # type: ignore[union-attr]
+            frozenset(p for p in opened if p in ("imap", "pop3", "lmtp")),
+            self.fresh_user, restart=self.restart,
+        )  # fmt: skip
+        return self.target
+
+    def restart(self) -> int:
+        """Stop twistd and start it again on the same setup; the new pid."""
+        self.stop()
+        self._spawn()
+        self._wait_listening(self._ports)
+        assert self.process is not None
+        if self.target is not None:
+            self.target.root_pid = self.process.pid
+        return self.process.pid
+
+    def _spawn(self) -> None:
         log = self.log_path.open("ab")
         self.process = subprocess.Popen(
             [str(VENV_BIN / "twistd"), "-n", "--pidfile=", "-l", str(self.log_path),
@@ -193,7 +214,10 @@ class MailaccessServer(_Server):
             start_new_session=True,
         )  # fmt: skip
         log.close()
-        # Listeners for protocols not written yet never open; wait for the rest.
+
+    def _wait_listening(self, ports: dict[str, int]) -> set[str]:
+        """Wait for the listeners; those of protocols not written yet never open."""
+        assert self.process is not None
         deadline = time.monotonic() + 30
         opened: set[str] = set()
         while time.monotonic() < deadline:
@@ -202,8 +226,8 @@ class MailaccessServer(_Server):
                 self.process = None
                 raise ServerUnavailable(f"twistd exited: {' | '.join(tail)}")
             opened = {p for p, port in ports.items() if port_open(port)}
-            if opened and time.monotonic() > deadline - 25:
-                break  # some listeners up and 5 s passed: the rest are not coming
+            if len(opened) == len(ports) or (opened and time.monotonic() > deadline - 25):
+                break  # all up, or some up and 5 s passed: the rest are not coming
             time.sleep(0.1)
         if not opened:
             self.stop()
@@ -214,12 +238,7 @@ class MailaccessServer(_Server):
                 if "not implemented" in line or "not starting" in line
             ]
             raise ServerUnavailable(reasons[0] if reasons else "twistd opened no listener")
-        self.target = Target(
-            self.name, "127.0.0.1", ports, self.process.pid,
-            frozenset(p for p in opened if p in ("imap", "pop3", "lmtp")),
-            self.fresh_user,
-        )  # fmt: skip
-        return self.target
+        return opened
 
     def stop(self) -> None:
         """SIGTERM, then SIGKILL of the whole session after 10 s."""
