@@ -38,6 +38,7 @@ log = Logger(namespace="mailaccess.imap")
 
 # Messages answered per reactor turn when nothing paces us (metadata-only FETCH).
 _SLICE = 2000
+_MISSING = object()
 # Messages whose metadata is asked for ahead of the one being answered.
 _READ_AHEAD = 32
 
@@ -276,7 +277,10 @@ class FetchRun:
                     self._paused = True
                     self.server.clock.callLater(0, self.resumeProducing)
                     break
-                self._step()
+                if self.plan.needs_file:
+                    self._step()
+                else:
+                    self._metadata(stop_at)
         except Exception:
             self._finish(Failure())
         finally:
@@ -286,6 +290,46 @@ class FetchRun:
         self._finish(None, stopped=True)
 
     # --- the work -----------------------------------------------------------------
+
+    def _metadata(self, stop_at: int) -> None:
+        """Answer messages up to *stop_at* from the index and cached metadata alone.
+
+        The hot loop of ``UID FETCH 1:* (FLAGS ENVELOPE ...)``: no files, one
+        response line a message, gathered into one write.
+        """
+        targets, infos = self.targets, self._infos
+        needs_info = self.plan.needs_info
+        response, flags_of = self.plan.response, self.view.flags_of
+        seen_changed = self.seen_changed
+        lines: list[bytes] = []
+        stop = min(len(targets), stop_at)
+        try:
+            while self._next < stop:
+                index = self._next
+                seq, record = targets[index]
+                info: Any = None
+                if needs_info:
+                    if self._requested <= index:
+                        self._read_ahead()
+                    info = infos.pop(index, _MISSING)
+                    if info is _MISSING:
+                        self._waiting_info = True  # _got_info resumes us
+                        return
+                self._next = index + 1
+                if isinstance(info, Failure):
+                    if not info.check(MessageGone):
+                        info.raiseException()
+                    self.gone += 1  # RFC 2180 §4.1.2: left out, NO at the end
+                    continue
+                parts = response(
+                    seq, record, flags_of(record), info, None, record.uid in seen_changed
+                )
+                lines.append(cast(bytes, parts[0]))
+        finally:
+            if lines:
+                self.server.send(b"".join(lines))
+        if self._next >= len(targets):
+            self._finish(None)
 
     def _step(self) -> None:
         if self._chunks is not None:
