@@ -135,10 +135,14 @@ MUST_FAIL: dict[str, list[tuple[str, dict[str, Any]]]] = {
         ("rule5_imap_expunge_during_pop3", {}),
         ("rule7_two_pop3_sessions_delete_same", {}),
     ],
-    "rule6-pop3-sees-new-mail": [("rule6_delivery_pop3_and_idle", {})],
+    "rule6-pop3-sees-new-mail": [
+        ("rule6_delivery_pop3_and_idle", {}),
+        ("rule6_file_dropped_into_new", {}),
+    ],
     "rule6-imap-misses-new-mail": [
         ("rule6_delivery_pop3_and_idle", {}),
         ("rule6_imap_append_idle", {}),
+        ("rule6_file_dropped_into_new", {}),
     ],
     "rule7-exclusive-ignored": [("rule7_exclusive_in_use", {"pop3.exclusive": True})],
     "rule7-always-exclusive": [

@@ -40,6 +40,8 @@ Script lines:
   (the server must close the connection, e.g. after QUIT or LOGOUT).
 - ``deliver N``: deliver N messages to alice over LMTP (RFC 2033); each gets
   the subject ``message K`` (K counts up over the whole scenario).
+- ``maildir new N``: another program (an MDA such as procmail) writes N
+  messages straight into alice's ``Maildir/new/`` (tmp/, then rename).
 - ``server restart`` (SIGTERM, start again) and ``server crash`` (SIGKILL,
   start again); every open connection is gone after either.
 - ``[key=value] line``: the line only counts in the variant where the option
@@ -57,6 +59,7 @@ Everything else is literal.
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import smtplib
 import socket
@@ -233,6 +236,8 @@ def _parse_step(path: Path, lineno: int, line: str, connections: dict[str, str])
         return Step(lineno, source, kind, known(m["conn"]), text, wait, condition)
     if m := re.fullmatch(r"deliver (\d+)", line):
         return Step(lineno, source, "deliver", text=m[1], condition=condition)
+    if m := re.fullmatch(r"maildir new (\d+)", line):
+        return Step(lineno, source, "maildir", text=m[1], condition=condition)
     if m := re.fullmatch(r"server (restart|crash)", line):
         return Step(lineno, source, "server", text=m[1], condition=condition)
     raise ScenarioError(f"{where}: cannot read {line!r}")
@@ -430,6 +435,9 @@ class Run:
         elif step.kind == "deliver":
             for _ in range(int(step.text)):
                 self.deliver_one(step)
+        elif step.kind == "maildir":
+            for _ in range(int(step.text)):
+                self.drop_into_new()
         elif step.kind == "server":
             self.transcript.append(f"(server {step.text})")
             for c in self.connections.values():
@@ -504,14 +512,28 @@ class Run:
                 expected = [s.text for s in waiting]
                 self.fail(waiting[0], f"expected one of (any order) {expected}\n got {line!r}")
 
-    def deliver_one(self, step: Step) -> None:
+    def drop_into_new(self) -> None:
         self.delivered += 1
         k = self.delivered
-        message = (
+        maildir = self.server.maildir(USER)
+        name = f"{int(time.time())}.M{k}P{os.getpid()}.contract"
+        tmp = maildir / "tmp" / name
+        tmp.write_bytes(self.message(k).replace("\r\n", "\n").encode())
+        os.rename(tmp, maildir / "new" / name)
+        self.transcript.append(f"(message {k} written into Maildir/new/ by another program)")
+
+    @staticmethod
+    def message(k: int) -> str:
+        return (
             f"From: sender@example.org\r\nTo: {USER}@localhost\r\n"
             f"Subject: message {k}\r\nMessage-ID: <contract-{k}@example.org>\r\n\r\n"
             f"Body of message {k}.\r\n"
         )
+
+    def deliver_one(self, step: Step) -> None:
+        self.delivered += 1
+        k = self.delivered
+        message = self.message(k)
         self.transcript.append(f"(LMTP delivers 'message {k}')")
         try:
             with smtplib.LMTP(
