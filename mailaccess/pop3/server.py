@@ -29,6 +29,7 @@ from twisted.python.failure import Failure
 from mailaccess.auth.login import LoginFailed
 from mailaccess.auth.sasl import LoginExchange, SASLError, decode_plain
 from mailaccess.context import ServerContext
+from mailaccess.net import no_delay
 from mailaccess.pop3.credentials import APOPCredentials
 from mailaccess.pop3.maildrop import ListedMessage, Maildrop, NoSuchMessage
 from mailaccess.pop3.stream import MessageProducer
@@ -130,6 +131,8 @@ class POP3Server(Protocol):
         peer = self.transport.getPeer()
         self._peer = f"{getattr(peer, 'host', peer)}"
         self.tls = self.tls or ISSLTransport.providedBy(self.transport)
+        # Without it the ".CRLF" after each RETR waits for the client's delayed ACK.
+        no_delay(self.transport)
         log.info(
             "{protocol} session start: peer={peer} tls={tls}",
             protocol=self._protocol_name,
