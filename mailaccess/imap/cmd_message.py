@@ -122,10 +122,15 @@ def search(server: IMAPServer, command: c.Search) -> Outcome:
     )
     runner = server.factory.run_in_thread
     try:
+        # The clock lets the header round give the reactor back between slices.
         if runner is None:
-            d: Deferred[Any] = evaluate(command.program, messages, context, command.charset)
+            d: Deferred[Any] = evaluate(
+                command.program, messages, context, command.charset, clock=server.clock
+            )
         else:
-            d = evaluate(command.program, messages, context, command.charset, runner)
+            d = evaluate(
+                command.program, messages, context, command.charset, runner, clock=server.clock
+            )
     except BadCharset as error:
         # RFC 3501 §6.4.4: NO, naming the charsets we do support.
         supported = [Atom.of(name) for name in error.supported]
@@ -156,6 +161,11 @@ class _SearchContext:
 
     def message_info(self, uid: int) -> Deferred[Any]:
         result: Deferred[Any] = self.mailbox.message_info(uid)
+        return result
+
+    def message_infos(self, uids: list[int]) -> Deferred[dict[int, Any]]:
+        # search_eval's optional bulk form: one cache read for the header round.
+        result: Deferred[dict[int, Any]] = self.mailbox.message_infos(uids)
         return result
 
     def open_message(self, uid: int) -> IO[bytes]:
@@ -309,7 +319,8 @@ class FetchRun:
                 seq, record = targets[index]
                 info: Any = None
                 if needs_info:
-                    if self._requested <= index:
+                    if self._requested - index <= _SLICE // 2:
+                        # The next slice's read overlaps this slice's writing.
                         self._read_ahead()
                     info = infos.pop(index, _MISSING)
                     if info is _MISSING:
@@ -369,22 +380,40 @@ class FetchRun:
         self._respond(seq, record, info)
 
     def _read_ahead(self) -> None:
-        # Ask for the metadata of the next few messages at once: a cache miss
-        # is parsed in a worker thread, and several can be under way while we
-        # write; cache hits answer at once.
-        stop = min(len(self.targets), self._next + _READ_AHEAD)
-        message_info = self.view.mailbox.message_info
-        while self._requested < stop:
-            index = self._requested
-            self._requested += 1
-            d: Deferred[Any] = message_info(self.targets[index][1].uid)
-            d.addBoth(self._got_info, index)
+        # Ask for the metadata of a run of messages in one store call
+        # (IMailbox.message_infos: one bulk cache read, misses parsed in a
+        # worker thread), not one Deferred and one sqlite row per message.
+        # Metadata-only answers take a whole slice at once; answers that
+        # stream files need only stay a little ahead of the writer.
+        ahead = _READ_AHEAD if self.plan.needs_file else _SLICE
+        start = self._requested
+        if start - self._next > ahead // 2:
+            return  # enough asked for already
+        stop = min(len(self.targets), max(self._next, start) + ahead)
+        if start >= stop:
+            return
+        self._requested = stop
+        uids = [record.uid for _, record in self.targets[start:stop]]
+        d: Deferred[Any] = self.view.mailbox.message_infos(uids)
+        d.addBoth(self._got_infos, start, uids)
 
-    def _got_info(self, result: Any, index: int) -> None:
+    def _got_infos(self, result: Any, start: int, uids: list[int]) -> None:
         if self._finished:
             return
-        self._infos[index] = result
-        if self._waiting_info and index == self._next:
+        infos = self._infos
+        if isinstance(result, Failure):
+            for index in range(start, start + len(uids)):
+                infos[index] = result
+        else:
+            for index, uid in enumerate(uids, start):
+                info = result.get(uid, _MISSING)
+                # Absent: expunged or its file removed (RFC 2180 §4.1.2).
+                infos[index] = (
+                    info
+                    if info is not _MISSING
+                    else Failure(MessageGone(f"message UID {uid} no longer exists"))
+                )
+        if self._waiting_info and self._next in infos:
             self._waiting_info = False
             if not self._running:
                 # It came later, from disk: carry on.

@@ -96,6 +96,21 @@ class IMailbox(Protocol):
         Fails with MessageGone.
         """
 
+    def message_infos(self, uids: Iterable[int]) -> Deferred[dict[int, Any]]:
+        """``message_info`` of many UIDs in one go: {uid: MessageInfo}.
+
+        One bulk read of the metadata cache, misses parsed off the reactor in
+        batches.  UIDs expunged or whose file vanished are absent from the
+        dict.  Fails only with StoreUnavailable.
+        """
+
+    def recent_count(self) -> int:
+        """How many messages are still \\Recent, without claiming them.
+
+        RFC 3501 §6.3.10 (STATUS RECENT) and §6.3.2 (EXAMINE) report the count
+        but must leave \\Recent to the session that selects read-write.
+        """
+
     def rescan(self) -> Deferred[None]:
         """Pick up changes other programs made on disk (NOOP/IDLE/SELECT fallback)."""
 

@@ -77,6 +77,8 @@ TMP_STALE_AFTER = 36 * 3600
 #: dovecot-uidlist is rewritten on open once this many lines are dead (and
 #: they outnumber the living ones).
 COMPACT_AFTER = 1000
+#: Cache misses parsed per sqlite transaction by ``message_infos``.
+INFO_BATCH = 256
 _uid_of = attrgetter("uid")
 
 
@@ -264,6 +266,10 @@ class Mailbox(IMailbox):
         recent, self._recent = frozenset(self._recent), set()
         return recent
 
+    def recent_count(self) -> int:
+        """RFC 3501 §6.3.10, §6.3.2: the \\Recent count, leaving them unclaimed."""
+        return len(self._recent)
+
     def open_message(self, uid: int) -> IO[bytes]:
         """The stored octets (LF line ends); MessageGone if expunged or vanished."""
         record = self.record(uid)
@@ -340,6 +346,69 @@ class Mailbox(IMailbox):
             return info
 
         return self._run_in_thread(parse).addCallback(parsed)
+
+    def message_infos(self, uids: Iterable[int]) -> Deferred[dict[int, Any]]:
+        """Parsed metadata of many messages at once: {uid: ``mime.MessageInfo``}.
+
+        One bulk cache read (``MetadataCache.get_many``) in a worker thread
+        instead of one sqlite row and one Deferred per message; misses are
+        parsed and cached in the same thread, :data:`INFO_BATCH` at a time,
+        each batch one transaction.  UIDs that are expunged, or whose file
+        vanished, are left out of the dict (the caller reports them gone).
+        Fails only with StoreUnavailable.
+        """
+        wanted: list[tuple[int, str, str]] = []
+        for uid in uids:
+            record = self.record(uid)
+            if record is not None:
+                wanted.append((uid, record.base, self._filename(record)))
+        if not wanted:
+            return succeed({})
+        cache = self._cache
+        cur = str(self._cur)
+
+        def load() -> tuple[dict[int, Any], bool]:
+            # Worker thread: no reactor calls in here.
+            from mailaccess.store.mime import parse_message
+
+            found: dict[int, Any] = {}
+            if cache is not None:
+                found.update(cache.get_many((uid, base) for uid, base, _ in wanted))
+            renamed = False
+            misses = [item for item in wanted if item[0] not in found]
+            for start in range(0, len(misses), INFO_BATCH):
+                parsed = []
+                for uid, base, name in misses[start : start + INFO_BATCH]:
+                    try:
+                        try:
+                            with open(os.path.join(cur, name), "rb") as f:
+                                data = f.read()
+                        except FileNotFoundError:
+                            # Renamed by another program since we looked.
+                            other = self._find_file(base)
+                            if other is None:
+                                continue  # removed: the caller reports it gone
+                            renamed = True
+                            with open(os.path.join(cur, other), "rb") as f:
+                                data = f.read()
+                    except FileNotFoundError:
+                        continue
+                    except OSError as exc:
+                        raise disk_error(exc, f"read message UID {uid}") from exc
+                    info = parse_message(data)
+                    found[uid] = info
+                    parsed.append((uid, base, info))
+                if cache is not None:
+                    cache.put_many(parsed)
+            return found, renamed
+
+        def loaded(result: tuple[dict[int, Any], bool]) -> dict[int, Any]:
+            found, renamed = result
+            if renamed:
+                self.schedule_rescan()  # another program renamed files: learn their flags
+            return found
+
+        return self._run_in_thread(load).addCallback(loaded)
 
     # --- mutations ----------------------------------------------------------
 

@@ -319,7 +319,7 @@ def test_metadata_fetch_yields_the_reactor_between_slices(
     )
 
 
-def test_fetch_waits_for_metadata_in_order_when_it_comes_late(
+def test_fetch_asks_metadata_in_one_bulk_call_and_waits_for_it(
     context: Any, conv: IMAPConversation, monkeypatch: Any
 ) -> None:
     from twisted.internet.defer import Deferred
@@ -327,21 +327,22 @@ def test_fetch_waits_for_metadata_in_order_when_it_comes_late(
     deliver(context, 3)
     conv.select()
     box = mailbox(context)
-    real = box.message_info
-    pending: dict[int, Deferred[Any]] = {}
+    real = box.message_infos
+    asked: list[tuple[list[int], Deferred[Any]]] = []
 
-    def later(uid: int) -> Deferred[Any]:
-        pending[uid] = Deferred()
-        return pending[uid]
+    def later(uids: list[int]) -> Deferred[Any]:
+        asked.append((list(uids), Deferred()))
+        return asked[-1][1]
 
-    monkeypatch.setattr(box, "message_info", later)
+    def single(uid: int) -> Deferred[Any]:
+        raise AssertionError("FETCH must not ask message by message")
+
+    monkeypatch.setattr(box, "message_infos", later)
+    monkeypatch.setattr(box, "message_info", single)
     conv.send(b"a FETCH 1:3 (UID ENVELOPE)\r\n")
-    # All three asked for at once (read-ahead), nothing answered yet.
-    assert sorted(pending) == [1, 2, 3] and conv.take() == b""
-    pending[2].callback(fired(real(2)))
-    pending[3].callback(fired(real(3)))
-    assert conv.take() == b""  # message 1 comes first
-    pending[1].callback(fired(real(1)))
+    # One store call for the whole run, nothing answered before it fires.
+    assert [uids for uids, _ in asked] == [[1, 2, 3]] and conv.take() == b""
+    asked[0][1].callback(fired(real([1, 2, 3])))
     lines = conv.take().split(b"\r\n")
     assert [line[:18] for line in lines[:3]] == [
         b"* 1 FETCH (UID 1 E",
@@ -349,6 +350,25 @@ def test_fetch_waits_for_metadata_in_order_when_it_comes_late(
         b"* 3 FETCH (UID 3 E",
     ]
     assert lines[3] == b"a OK FETCH completed"
+
+
+def test_fetch_leaves_out_messages_the_bulk_read_did_not_find_rfc2180_4_1_2(
+    context: Any, conv: IMAPConversation, monkeypatch: Any
+) -> None:
+    deliver(context, 3)
+    conv.select()
+    box = mailbox(context)
+    real = box.message_infos
+
+    def without_2(uids: list[int]) -> Any:
+        # As if message 2's file vanished between the index and the read.
+        return real([u for u in uids if u != 2])
+
+    monkeypatch.setattr(box, "message_infos", without_2)
+    conv.send(b"a UID FETCH 1:3 (ENVELOPE)\r\n")
+    lines = conv.take().split(b"\r\n")
+    assert [line[:17] for line in lines[:2]] == [b"* 1 FETCH (UID 1 ", b"* 3 FETCH (UID 3 "]
+    assert lines[2] == (b"a NO [EXPUNGEISSUED] Some of the requested messages no longer exist")
 
 
 def test_examine_fetch_body_does_not_set_seen_rfc3501_6_3_2(

@@ -556,3 +556,53 @@ def test_crlf_size_of_a_listed_file_without_w_is_computed_once(
     monkeypatch.setattr(mailbox_module, "file_crlf_size", lambda path: reads.append(path))
     assert open_mailbox().record(4).vsize == 6  # type: ignore[union-attr]
     assert reads == []
+
+
+def test_message_infos_reads_hits_in_bulk_and_parses_only_misses(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailaccess.store import cache as cache_module
+    from mailaccess.store import mime
+
+    box = open_mailbox()
+    for i in range(4):
+        result_of(box.append(MSG.replace(b"hi", b"hi %d" % i)))
+    result_of(box.message_info(1))  # cached now; 2-4 are not
+    parsed: list[bytes] = []
+    real_parse = mime.parse_message
+
+    def counting_parse(data: bytes) -> object:
+        parsed.append(data)
+        return real_parse(data)
+
+    monkeypatch.setattr(mime, "parse_message", counting_parse)
+    single_gets: list[int] = []
+    monkeypatch.setattr(
+        cache_module.MetadataCache, "get", lambda self, uid, base: single_gets.append(uid)
+    )
+    infos = result_of(box.message_infos([1, 2, 3, 4, 99]))
+    # 99 does not exist: left out, not an error.
+    assert sorted(infos) == [1, 2, 3, 4]
+    assert [infos[u].envelope.subject for u in (1, 2, 3, 4)] == [
+        b"hi 0",
+        b"hi 1",
+        b"hi 2",
+        b"hi 3",
+    ]
+    assert len(parsed) == 3 and single_gets == []  # only the misses, no row-by-row read
+    # The misses were written back: a second bulk read parses nothing.
+    parsed.clear()
+    assert result_of(box.message_infos([2, 3, 4])).keys() == {2, 3, 4}
+    assert parsed == []
+
+
+def test_message_infos_leaves_out_removed_files_and_follows_renamed_ones(
+    open_mailbox: Opener,
+) -> None:
+    box = open_mailbox()
+    first = result_of(box.append(MSG))
+    result_of(box.append(MSG))
+    os.rename(box.message_path(1), box.path / "cur" / f"{first.base}:2,S")
+    os.unlink(box.message_path(2))
+    infos = result_of(box.message_infos([1, 2]))
+    assert list(infos) == [1] and infos[1].envelope.subject == b"hi"
