@@ -443,76 +443,182 @@ class Mailbox(IMailbox):
     def store_flags(
         self, uids: Iterable[int], flags: Flags, mode: FlagMode
     ) -> Deferred[dict[int, Flags]]:
-        """Change flags by renaming the files; fires with {uid: new flags} of those changed."""
+        """Change flags by renaming the files; fires with {uid: new flags} of those changed.
+
+        The whole batch is one worker-thread call and one event: a STORE on
+        10,000 messages is 10,000 ``os.rename`` calls in a tight loop, one
+        ``dovecot-keywords`` update before them and one fsync of ``cur/``
+        after them (renames within one directory need no fsync per file; the
+        one directory fsync makes all of them durable before the Deferred
+        fires).  If a rename fails, the ones already made are undone and
+        nothing is reported.
+        """
         wanted = normalize_flags(flags)
         uid_list = list(uids)
 
-        def work() -> list[tuple[int, Flags, str | None]]:
-            targets = []
-            for uid in uid_list:
-                record = self.record(uid)
-                if record is None:
-                    continue
-                new = _changed_flags(record.flags, wanted, mode)
-                if new != record.flags:
-                    targets.append((record, intern_flags(new)))
+        def work() -> list[tuple[int, int, Flags, str | None]]:
+            targets = self._flag_targets(uid_list, wanted, mode)
             if not targets:
                 return []
-            keywords = {f for _, new in targets for f in new if not f.startswith("\\")}
+            # Keywords of the distinct new sets (a batch has few of them).
+            new_sets = {new for _, _, new in targets}
+            keywords = {f for new in new_sets for f in new if not f.startswith("\\")}
             try:
                 self._keywords.ensure(keywords)
             except OSError as exc:
                 raise disk_error(exc, "record the new keywords") from exc
-            done: list[tuple[str, str]] = []
-            result: list[tuple[int, Flags, str | None]] = []
-            try:
-                for record, new in targets:
-                    old_name = self._filename(record)
-                    extra = self._odd_extra(record)
-                    new_name = self._canonical_name(record.base, new, extra)
-                    try:
-                        self._expect("cur", old_name, new_name)
-                        os.rename(self._cur / old_name, self._cur / new_name)
-                    except FileNotFoundError:
-                        # Renamed by another program (mutt set a flag) since
-                        # we looked: apply our change to the flags it has now.
-                        found = self._find_file(record.base)
-                        if found is None:
-                            continue  # removed: the next rescan reports it
-                        _, letters = split_filename(found)
-                        current, extra = letters_to_flags(letters or "", self._keywords.by_letter)
-                        new = _changed_flags(current, wanted, mode)
-                        new_name = self._canonical_name(record.base, new, extra)
-                        old_name = found
-                        if new_name != found:
-                            self._expect("cur", found, new_name)
-                            os.rename(self._cur / found, self._cur / new_name)
-                        if new == record.flags:
-                            continue
-                    done.append((old_name, new_name))
-                    odd = new_name if extra else None
-                    result.append((record.uid, new, odd))
-                if done:
-                    fsync_dir(self._cur)
-            except OSError as exc:
-                for old_name, new_name in reversed(done):
-                    try:
-                        os.rename(self._cur / new_name, self._cur / old_name)
-                    except OSError:
-                        log.warn("could not undo flag rename of {name}", name=new_name)
-                raise disk_error(exc, "change flags") from exc
-            return result
+            return self._rename_for_flags(targets, wanted, mode)
 
-        def apply(result: list[tuple[int, Flags, str | None]]) -> dict[int, Flags]:
-            changes = {}
-            for uid, new, odd in result:
-                self._replace_flags(uid, new, odd)
+        def apply(result: list[tuple[int, int, Flags, str | None]]) -> dict[int, Flags]:
+            if not result:
+                return {}
+            records, odd_names = self._records, self._odd_names
+            changes: dict[int, Flags] = {}
+            for i, uid, new, odd in result:
+                if i >= len(records) or records[i].uid != uid:
+                    # The index moved (cannot under the lock, but be safe).
+                    self._replace_flags(uid, new, odd)
+                else:
+                    # A new record, not a mutation: snapshots others hold stay true.
+                    r = records[i]
+                    records[i] = MessageRecord(uid, r.base, new, r.size, r.vsize, r.internal_date)
+                    if odd is None:
+                        if odd_names:
+                            odd_names.pop(uid, None)
+                    else:
+                        odd_names[uid] = odd
                 changes[uid] = new
-            if changes:
-                self._emit(FlagsChanged(self.name, tuple(changes.items())))
+            self._snapshot = None
+            # One event for the whole batch, before the Deferred fires.
+            self._emit(FlagsChanged(self.name, tuple(changes.items())))
             return changes
 
         return self._locked(work, apply)
+
+    def _flag_targets(
+        self, uid_list: list[int], wanted: Flags, mode: FlagMode
+    ) -> list[tuple[int, MessageRecord, Flags]]:
+        """(index position, record, new flags) of the messages whose flags change.
+
+        Worker thread, mailbox lock held: the index cannot change meanwhile.
+        The new flags depend only on the old set, and a mailbox has a handful
+        of distinct sets, so each is computed once.
+        """
+        records = self._records
+        if len(uid_list) * 8 >= len(records):
+            # Most of the mailbox (STORE 1:*): one pass beats a bisection each.
+            wanted_uids = set(uid_list)
+            positions: Iterable[tuple[int, MessageRecord]] = (
+                (i, r) for i, r in enumerate(records) if r.uid in wanted_uids
+            )
+        else:
+            found = []
+            for uid in sorted(set(uid_list)):
+                i = bisect.bisect_left(records, uid, key=_uid_of)
+                if i < len(records) and records[i].uid == uid:
+                    found.append((i, records[i]))
+            positions = found
+        transition: dict[Flags, Flags] = {}
+        targets = []
+        for i, record in positions:
+            old = record.flags
+            new = transition.get(old)
+            if new is None:
+                new = transition[old] = intern_flags(_changed_flags(old, wanted, mode))
+            if new is not old and new != old:
+                targets.append((i, record, new))
+        return targets
+
+    def _rename_for_flags(
+        self, targets: list[tuple[int, MessageRecord, Flags]], wanted: Flags, mode: FlagMode
+    ) -> list[tuple[int, int, Flags, str | None]]:
+        """Rename each file to its new flag letters; [(position, uid, flags, odd name)]."""
+        by_name = self._keywords.by_name
+        odd_names = self._odd_names
+        letters_of: dict[Flags, str] = {}
+        # Names relative to one open descriptor of cur/: the kernel does not
+        # walk the whole path again for each of 10,000 renames.
+        try:
+            cur_fd = os.open(self._cur, os.O_RDONLY | os.O_DIRECTORY)
+        except OSError as exc:
+            raise disk_error(exc, "change flags") from exc
+
+        def rename(old: str, new: str) -> None:
+            os.rename(old, new, src_dir_fd=cur_fd, dst_dir_fd=cur_fd)
+
+        expect = self._expect if self.watched else None
+        done: list[tuple[str, str]] = []
+        result: list[tuple[int, int, Flags, str | None]] = []
+        try:
+            for i, record, new in targets:
+                uid = record.uid
+                odd = odd_names.get(uid)
+                if odd is None:
+                    # The common case: canonical names, letters looked up once per set.
+                    old_name = (
+                        record.base
+                        + INFO_SEPARATOR
+                        + self._letters(record.flags, letters_of, by_name)
+                    )
+                    new_name = (
+                        record.base + INFO_SEPARATOR + self._letters(new, letters_of, by_name)
+                    )
+                    extra = ""
+                else:
+                    old_name = odd
+                    extra = self._odd_extra(record)
+                    new_name = self._canonical_name(record.base, new, extra)
+                try:
+                    if expect is not None:
+                        expect("cur", old_name, new_name)
+                    os.rename(old_name, new_name, src_dir_fd=cur_fd, dst_dir_fd=cur_fd)
+                except FileNotFoundError:
+                    # Renamed by another program (mutt set a flag) since
+                    # we looked: apply our change to the flags it has now.
+                    found = self._find_file(record.base)
+                    if found is None:
+                        continue  # removed: the next rescan reports it
+                    _, letters = split_filename(found)
+                    current, extra = letters_to_flags(letters or "", self._keywords.by_letter)
+                    new = _changed_flags(current, wanted, mode)
+                    new_name = self._canonical_name(record.base, new, extra)
+                    old_name = found
+                    if new_name != found:
+                        if expect is not None:
+                            expect("cur", found, new_name)
+                        rename(found, new_name)
+                    if new == record.flags:
+                        continue
+                done.append((old_name, new_name))
+                result.append((i, uid, new, new_name if extra else None))
+            if done:
+                # One directory fsync makes every rename above durable.
+                os.fsync(cur_fd)
+        except OSError as exc:
+            for old_name, new_name in reversed(done):
+                try:
+                    rename(new_name, old_name)
+                except OSError:
+                    log.warn("could not undo flag rename of {name}", name=new_name)
+            raise disk_error(exc, "change flags") from exc
+        finally:
+            os.close(cur_fd)
+        return result
+
+    @staticmethod
+    def _letters(flags: Flags, memo: dict[Flags, str], by_name: dict[str, str]) -> str:
+        """Info letters of *flags* (memoised per set: a batch has few distinct sets)."""
+        letters = memo.get(flags)
+        if letters is None:
+            try:
+                letters = flags_to_letters(flags, by_name, "")
+            except KeyError:
+                # A keyword without a letter cannot be in a file name.
+                letters = flags_to_letters(
+                    frozenset(f for f in flags if f.startswith("\\") or f in by_name), by_name
+                )
+            memo[flags] = letters
+        return letters
 
     def expunge(self, uids: Iterable[int]) -> Deferred[tuple[int, ...]]:
         """Unlink the messages' files; fires with the UIDs actually removed."""

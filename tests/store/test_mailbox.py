@@ -606,3 +606,76 @@ def test_message_infos_leaves_out_removed_files_and_follows_renamed_ones(
     os.unlink(box.message_path(2))
     infos = result_of(box.message_infos([1, 2]))
     assert list(infos) == [1] and infos[1].envelope.subject == b"hi"
+
+
+def test_store_flags_on_a_batch_emits_one_event_before_its_deferred_fires(
+    tmp_path: Path,
+) -> None:
+    from twisted.internet.defer import Deferred
+    from twisted.internet.task import Clock
+
+    # A runner that holds the worker's result until we release it, as a thread would.
+    held: list[tuple[Callable[[], object], Deferred[object]]] = []
+
+    def later(work: Callable[[], object]) -> Deferred[object]:
+        d: Deferred[object] = Deferred()
+        held.append((work, d))
+        return d
+
+    def run_all() -> None:
+        while held:
+            work, d = held.pop(0)
+            d.callback(work())
+
+    counter = iter(range(1, 100))
+    opening = Mailbox.open("box", tmp_path / "box", Clock(), lambda: next(counter), later)
+    run_all()
+    box = result_of(opening)
+    for i in range(50):
+        appended = box.append(MSG + b"%d" % i)
+        run_all()
+        result_of(appended)
+    fired: list[dict[int, frozenset[str]]] = []
+    heard: list[tuple[ChangeEvent, bool]] = []
+    box.add_listener(lambda event: heard.append((event, bool(fired))))
+    d = box.store_flags(range(1, 51), frozenset({"\\Seen", "Work"}), "add")
+    d.addCallback(fired.append)
+    assert heard == [] and fired == []  # nothing before the renames are done
+    run_all()
+    # One FlagsChanged for the whole batch, heard before the Deferred fired.
+    assert len(heard) == 1
+    event, deferred_had_fired = heard[0]
+    assert isinstance(event, FlagsChanged) and not deferred_had_fired
+    assert [uid for uid, _ in event.changes] == list(range(1, 51))
+    assert all(flags == {"\\Seen", "Work"} for _, flags in event.changes)
+    assert fired[0] == dict(event.changes)
+    assert all(name.endswith(":2,Sa") for name in cur_names(box))
+    # The records are new objects; a snapshot taken before is untouched.
+    assert all(r.flags == {"\\Seen", "Work"} for r in box.records())
+
+
+def test_store_flags_undoes_its_renames_when_one_fails(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = open_mailbox()
+    for i in range(5):
+        result_of(box.append(MSG + b"%d" % i))
+    before = cur_names(box)
+    events: list[ChangeEvent] = []
+    box.add_listener(events.append)
+    real_rename = os.rename
+    calls = []
+
+    def failing_rename(old: str, new: str, **kw: object) -> None:
+        calls.append(old)
+        if len(calls) == 4:
+            raise OSError(errno.EIO, "I/O error")
+        real_rename(old, new, **kw)  # type: ignore[arg-type]
+
+    monkeypatch.setattr(mailbox_module.os, "rename", failing_rename)
+    error = failure_of(box.store_flags([1, 2, 3, 4, 5], frozenset({"\\Flagged"}), "add"))
+    assert isinstance(error, StoreUnavailable)
+    monkeypatch.setattr(mailbox_module.os, "rename", real_rename)
+    # All or nothing: the first three renames were undone, no event, no flag.
+    assert cur_names(box) == before and events == []
+    assert all(r.flags == frozenset() for r in box.records())
