@@ -8,6 +8,7 @@ synchronously, so only inotify and the rescan timer go through the reactor.
 from __future__ import annotations
 
 import os
+import shutil
 import time
 from collections.abc import Callable
 from pathlib import Path
@@ -79,5 +80,49 @@ def test_inotify_reports_external_add_rename_remove_once(tmp_path: Path) -> None
         os.unlink(inbox.message_path(1))
         iterate_until(lambda: len(heard) == 3)
         assert heard[2] == MessagesExpunged("INBOX", (1,))
+    finally:
+        store.close()
+
+
+def deliver_externally(inbox: Any, name: str) -> None:
+    """What an MTA does: write in tmp/, rename into new/."""
+    tmp_file = inbox.path / "tmp" / name
+    tmp_file.write_bytes(b"Subject: theirs\n\ny\n")
+    os.rename(tmp_file, inbox.path / "new" / name)
+
+
+def test_a_deleted_maildir_does_not_blind_the_other_mailboxes(tmp_path: Path) -> None:
+    """Twisted's INotify closes itself when a watched directory is deleted.
+
+    An admin removing one user's Maildir must not stop change detection for
+    everyone else, nor make opening the next user's mailbox fail.
+    """
+    store = Store(tmp_path, MailboxesConfig(), reactor, run_synchronously)
+    try:
+        alice = result_of(store.account("alice").mailbox("INBOX"))
+        carol = result_of(store.account("carol").mailbox("INBOX"))
+        heard: list[ChangeEvent] = []
+        carol.add_listener(heard.append)
+        result_of(alice.append(b"Subject: doomed\n\nx\n"))
+
+        shutil.rmtree(tmp_path / "alice")
+        deadline = time.monotonic() + 0.3
+        while time.monotonic() < deadline:
+            reactor.iterate(0.01)  # type: ignore[attr-defined]
+
+        # A mailbox opened afterwards is watched, and delivery into it is heard.
+        bob = result_of(store.account("bob").mailbox("INBOX"))
+        assert bob.watched
+        bob_heard: list[ChangeEvent] = []
+        bob.add_listener(bob_heard.append)
+        deliver_externally(bob, "600.M1P1.mta")
+        iterate_until(lambda: len(bob_heard) == 1)
+        assert isinstance(bob_heard[0], MessagesAdded)
+
+        # The mailbox that was open all along is still watched.
+        assert carol.watched
+        deliver_externally(carol, "601.M1P1.mta")
+        iterate_until(lambda: len(heard) == 1)
+        assert isinstance(heard[0], MessagesAdded) and heard[0].records[0].uid == 1
     finally:
         store.close()
