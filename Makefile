@@ -2,6 +2,7 @@
 #   make run   - a development server on loopback (creates .venv and var/ on first run)
 #   make test  - the whole test suite
 #   make lint  - ruff check, ruff format --check, mypy
+#   make bench - the benchmark beside Dovecot (docs/performance.md)
 
 PYTHON ?= python3
 VENV := .venv
@@ -12,7 +13,7 @@ SHELL := /bin/bash
 .SHELLFLAGS := -eu -o pipefail -c
 # One shell per recipe, so the first-run setup below reads as one script.
 .ONESHELL:
-.PHONY: run test lint
+.PHONY: run test lint bench
 
 $(BIN)/python:
 	$(PYTHON) -m venv $(VENV) || { echo "python3 -m venv failed: install python3-venv (apt-get install python3-venv)" >&2; exit 1; }
@@ -48,3 +49,6 @@ lint: $(VENV)/.installed-test
 	$(BIN)/ruff check .
 	$(BIN)/ruff format --check .
 	$(BIN)/mypy
+
+bench: $(VENV)/.installed-test
+	bench/run.sh $(BENCH_ARGS)
