@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import bisect
 import contextlib
+import itertools
 import os
 import shutil
 import threading
@@ -79,6 +80,10 @@ TMP_STALE_AFTER = 36 * 3600
 COMPACT_AFTER = 1000
 #: Cache misses parsed per sqlite transaction by ``message_infos``.
 INFO_BATCH = 256
+#: Parsed infos kept in memory per mailbox (about 1 KB each): a repeated FETCH
+#: ENVELOPE or SEARCH SUBJECT of a 10,000-message mailbox then costs dictionary
+#: lookups instead of 10,000 sqlite rows decoded again.  Oldest dropped first.
+INFO_MEMORY = 32768
 _uid_of = attrgetter("uid")
 
 
@@ -174,6 +179,9 @@ class Mailbox(IMailbox):
         self._expected_lock = threading.Lock()
         self._expected: dict[tuple[str, str], int] = {}
         self._cache: Any = None  # mailaccess.store.cache.MetadataCache once open
+        # uid -> (base name, MessageInfo): the decoded infos last served
+        # (reactor thread only; the base name guards against a reused UID).
+        self._infos: dict[int, tuple[str, Any]] = {}
         # [quota hook, issue 6] mailaccess.store.quota.Quota of the account, set
         # by Account.mailbox; checked before a message enters cur/, updated
         # after appends, copies and expunges.
@@ -270,6 +278,10 @@ class Mailbox(IMailbox):
         """RFC 3501 §6.3.10, §6.3.2: the \\Recent count, leaving them unclaimed."""
         return len(self._recent)
 
+    def peek_recent(self) -> frozenset[int]:
+        """The UIDs still \\Recent, leaving them unclaimed (EXAMINE, RFC 3501 §6.3.2)."""
+        return frozenset(self._recent)
+
     def open_message(self, uid: int) -> IO[bytes]:
         """The stored octets (LF line ends); MessageGone if expunged or vanished."""
         record = self.record(uid)
@@ -308,10 +320,14 @@ class Mailbox(IMailbox):
         record = self.record(uid)
         if record is None:
             return fail(MessageGone(f"message UID {uid} has been expunged"))
+        remembered = self._infos.get(uid)
+        if remembered is not None and remembered[0] == record.base:
+            return succeed(remembered[1])
         cache = self._cache
         if cache is not None:
             cached = cache.get(uid, record.base)
             if cached is not None:
+                self._remember_infos({uid: (record.base, cached)})
                 return succeed(cached)
         base = record.base
         path = self._cur / self._filename(record)
@@ -343,6 +359,7 @@ class Mailbox(IMailbox):
             info, renamed = result
             if renamed:
                 self.schedule_rescan()  # another program renamed it: learn its flags
+            self._remember_infos({uid: (base, info)})
             return info
 
         return self._run_in_thread(parse).addCallback(parsed)
@@ -358,12 +375,21 @@ class Mailbox(IMailbox):
         Fails only with StoreUnavailable.
         """
         wanted: list[tuple[int, str, str]] = []
+        hits: dict[int, Any] = {}
+        remembered = self._infos
         for uid in uids:
+            known = remembered.get(uid)
+            if known is not None:
+                # Remembered infos are dropped when their UID is expunged or
+                # the index is rebuilt, so a hit needs no index lookup.
+                hits[uid] = known[1]
+                continue
             record = self.record(uid)
             if record is not None:
                 wanted.append((uid, record.base, self._filename(record)))
         if not wanted:
-            return succeed({})
+            # All in memory: no thread hop, the Deferred has fired already.
+            return succeed(hits)
         cache = self._cache
         cur = str(self._cur)
 
@@ -406,9 +432,21 @@ class Mailbox(IMailbox):
             found, renamed = result
             if renamed:
                 self.schedule_rescan()  # another program renamed files: learn their flags
-            return found
+            bases = {uid: base for uid, base, _ in wanted}
+            self._remember_infos({uid: (bases[uid], info) for uid, info in found.items()})
+            hits.update(found)
+            return hits
 
         return self._run_in_thread(load).addCallback(loaded)
+
+    def _remember_infos(self, infos: dict[int, tuple[str, Any]]) -> None:
+        """Keep decoded infos in memory, dropping the oldest beyond INFO_MEMORY."""
+        remembered = self._infos
+        remembered.update(infos)
+        excess = len(remembered) - INFO_MEMORY
+        if excess > 0:
+            for uid in list(itertools.islice(remembered, excess)):
+                del remembered[uid]
 
     # --- mutations ----------------------------------------------------------
 
@@ -1133,6 +1171,7 @@ class Mailbox(IMailbox):
         if result.records is not None:
             self._records = result.records
             self._snapshot = None
+            self._infos.clear()  # a new index (UIDVALIDITY may have changed)
             self._odd_names = {u: n for u, n in result.odd_names.items() if n is not None}
             self._uidvalidity = result.uidvalidity
             self._uidnext = result.uidnext
@@ -1169,6 +1208,7 @@ class Mailbox(IMailbox):
             self._rescan_call.cancel()
 
     def _drop_all(self) -> None:
+        self._infos.clear()
         self._records = []
         self._snapshot = None
         self._odd_names.clear()
@@ -1247,6 +1287,7 @@ class Mailbox(IMailbox):
         for uid in gone:
             self._odd_names.pop(uid, None)
             self._recent.discard(uid)
+            self._infos.pop(uid, None)
 
 
 def _update_quota(quota: Any, storage: int, messages: int) -> None:

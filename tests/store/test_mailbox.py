@@ -679,3 +679,28 @@ def test_store_flags_undoes_its_renames_when_one_fails(
     # All or nothing: the first three renames were undone, no event, no flag.
     assert cur_names(box) == before and events == []
     assert all(r.flags == frozenset() for r in box.records())
+
+
+def test_message_infos_served_from_memory_until_expunged(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailaccess.store import cache as cache_module
+
+    box = open_mailbox()
+    for _ in range(3):
+        result_of(box.append(MSG))
+    first = result_of(box.message_infos([1, 2, 3]))
+
+    def no_thread(work: Callable[[], object]) -> object:
+        raise AssertionError("remembered infos need no worker thread")
+
+    def no_sqlite(self: object, items: object) -> object:
+        raise AssertionError("remembered infos need no cache read")
+
+    monkeypatch.setattr(box, "_run_in_thread", no_thread)
+    monkeypatch.setattr(cache_module.MetadataCache, "get_many", no_sqlite)
+    again = result_of(box.message_infos([1, 2, 3]))
+    assert all(again[u] is first[u] for u in (1, 2, 3))
+    monkeypatch.undo()
+    result_of(box.expunge([2]))
+    assert sorted(result_of(box.message_infos([1, 2, 3]))) == [1, 3]
