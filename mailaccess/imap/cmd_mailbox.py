@@ -169,8 +169,20 @@ def rename(server: IMAPServer, command: c.Rename) -> Outcome:
     old, new = mailbox_name(command.old), mailbox_name(command.new)
     if new == "INBOX":
         return Reply.no("INBOX exists always", "ALREADYEXISTS")
+    view = server.view
+    if view is not None:
+        # Our own RENAME of the selected mailbox (or a superior) does not end
+        # this session: the view follows the renamed mailbox.  Another
+        # session's RENAME does (see MailboxView).
+        view.renaming = True
     d: Deferred[Any] = server.account.rename(old, new)
-    return d.addCallback(lambda _: Reply.ok("RENAME completed"))
+
+    def done(result: Any) -> Any:
+        if view is not None:
+            view.renaming = False
+        return result
+
+    return d.addBoth(done).addCallback(lambda _: Reply.ok("RENAME completed"))
 
 
 def subscribe(server: IMAPServer, command: c.Subscribe) -> Outcome:
@@ -286,10 +298,13 @@ def status(server: IMAPServer, command: c.Status) -> Outcome:
             if item == "MESSAGES":
                 values.append(len(records))
             elif item == "RECENT":
-                # \Recent belongs to the session that claimed it; only our own
-                # selected mailbox's count is known here (IMailbox has no peek).
-                same = view is not None and view.mailbox is mailbox
-                values.append(view.recent_count if same and view is not None else 0)
+                # RFC 3501 §6.3.10: the messages still unclaimed (counted
+                # without claiming them, as Dovecot does) plus those this
+                # session itself holds as \Recent in its selected mailbox.
+                count = mailbox.recent_count()
+                if view is not None and view.mailbox is mailbox and not view.readonly:
+                    count += view.recent_count
+                values.append(count)
             elif item == "UIDNEXT":
                 values.append(mailbox.uidnext)
             elif item == "UIDVALIDITY":

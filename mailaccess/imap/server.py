@@ -335,6 +335,10 @@ class IMAPServer(Protocol):
                 )
             )
             return
+        if self.view is not None and self.view.void:
+            # The selected mailbox is gone: no command may act on it.
+            self._end_void_session(self.view)
+            return
         try:
             outcome = handler(self, command)
         except StoreError as error:
@@ -404,9 +408,15 @@ class IMAPServer(Protocol):
         for line in view.flush(allow_expunge, own_flags):
             self.send(line)
         if view.void:
-            # RFC 3501 §2.3.1.1: the UIDs this session knows mean nothing now.
-            self.send(untagged_status("BYE", "Mailbox UIDVALIDITY changed; please reconnect"))
-            self.close("UIDVALIDITY changed")
+            self._end_void_session(view)
+
+    def _end_void_session(self, view: MailboxView) -> None:
+        # RFC 3501 §7.1.5: BYE, then close.  A new UIDVALIDITY (§2.3.1.1)
+        # voids every UID the session knows; a mailbox deleted or renamed by
+        # another session leaves its selected name meaning nothing (Dovecot
+        # disconnects such a session as "state is inconsistent").
+        self.send(untagged_status("BYE", view.bye_text))
+        self.close(view.bye_text)
 
     # --- octets out -------------------------------------------------------------------------
 

@@ -34,6 +34,7 @@ from mailaccess.store.model import (
     ChangeEvent,
     Flags,
     FlagsChanged,
+    MailboxDeleted,
     MailboxReset,
     MessageRecord,
     MessagesAdded,
@@ -68,9 +69,11 @@ class MailboxView:
         "_pending",
         "_recent",
         "_records",
+        "bye_text",
         "keywords",
         "mailbox",
         "readonly",
+        "renaming",
         "void",
     )
 
@@ -84,6 +87,10 @@ class MailboxView:
         self.readonly = readonly
         #: The mailbox's UIDVALIDITY changed under us: the session must end.
         self.void = False
+        #: Why the session must end when ``void`` (the text of its ``* BYE``).
+        self.bye_text = ""
+        #: True while this session's own RENAME runs (its rename keeps the view).
+        self.renaming = False
         self._notify = notify
         self._records: Sequence[MessageRecord] = mailbox.records()
         #: The keywords this session's client was told of (SELECT's FLAGS).
@@ -92,10 +99,11 @@ class MailboxView:
         # RFC 3501 §3 (EXAMINE): a read-only selection must not take \Recent away
         # from a session that selects read-write, so it claims none.
         self._recent: set[int] | None = None
-        if not readonly:
-            recent = mailbox.take_recent()
-            if recent:
-                self._recent = set(recent)
+        # RFC 3501 §6.3.2: EXAMINE shows the \Recent messages (count and flag,
+        # as Dovecot does) but leaves them to a session that selects.
+        recent = mailbox.peek_recent() if readonly else mailbox.take_recent()
+        if recent:
+            self._recent = set(recent)
         mailbox.add_listener(self._heard)
 
     # --- lifetime ----------------------------------------------------------------
@@ -106,9 +114,26 @@ class MailboxView:
         self._pending = []
 
     def _heard(self, event: ChangeEvent) -> None:
-        if isinstance(event, MessagesAdded) and not self.readonly:
-            # RFC 3501 §2.3.2: the first session to hear of new mail claims \Recent.
-            claimed = self.mailbox.take_recent()
+        if isinstance(event, MailboxDeleted) and event.new_name is not None and self.renaming:
+            return  # our own RENAME: the mailbox object follows, the view stays true
+        if isinstance(event, MailboxDeleted):
+            # Deleted or renamed by another session: void at once, so that no
+            # further command runs on a name that no longer means this mailbox.
+            self.void = True
+            if event.new_name is None:
+                self.bye_text = f"Mailbox {event.mailbox} was deleted by another session"
+            else:
+                self.bye_text = (
+                    f"Mailbox {event.mailbox} was renamed to {event.new_name} by another session"
+                )
+        elif isinstance(event, MessagesAdded):
+            # RFC 3501 §2.3.2: the first session to hear of new mail claims
+            # \Recent; a read-only one only looks at what is still unclaimed.
+            if self.readonly:
+                peek = self.mailbox.peek_recent()
+                claimed = frozenset(r.uid for r in event.records if r.uid in peek)
+            else:
+                claimed = self.mailbox.take_recent()
             if claimed:
                 if self._recent is None:
                     self._recent = set()
@@ -212,6 +237,9 @@ class MailboxView:
         if not events:
             return []
         self._pending = []
+        if self.void and self.bye_text:
+            # The mailbox is gone: nothing about it is worth telling now.
+            return []
         # Without a held EXPUNGE the view ends as the store's snapshot, so the
         # per-record flag updates below are only needed when it will not.
         keep_private = not allow_expunge and any(isinstance(e, MessagesExpunged) for e in events)
@@ -279,6 +307,7 @@ class MailboxView:
             elif isinstance(event, MailboxReset):
                 # RFC 3501 §2.3.1.1: every UID this session knows is void.
                 self.void = True
+                self.bye_text = "Mailbox UIDVALIDITY changed; please reconnect"
         announce_size()
         self._pending = held
         snapshot = self.mailbox.records()

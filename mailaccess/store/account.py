@@ -36,6 +36,7 @@ from mailaccess.store.mailbox import Mailbox, RunInThread
 from mailaccess.store.maildir import atomic_write, disk_error, ensure_maildir, fsync_dir
 from mailaccess.store.model import (
     InvalidMailboxName,
+    MailboxDeleted,
     MailboxExists,
     MessagesExpunged,
     NoSuchMailbox,
@@ -328,6 +329,8 @@ class Account(IAccount):
                 if uids:
                     mailbox._drop_all()
                     mailbox._emit(MessagesExpunged(mailbox.name, uids))
+                # Sessions with it selected must end (RFC 3501 §7.1.5 BYE).
+                mailbox._emit(MailboxDeleted(mailbox.name))
 
         def run() -> Deferred[None]:
             return self._run_in_thread(remove).addCallback(removed)
@@ -402,11 +405,13 @@ class Account(IAccount):
             for source, target in renames:
                 mailbox = self._open.pop(source, None)
                 if mailbox is not None:
-                    # The same object lives on under its new name: sessions
-                    # that have it selected keep their view (inotify watches
-                    # follow the renamed directories).
+                    # The same object lives on under its new name (inotify
+                    # watches follow the renamed directories).
                     mailbox._relocate(target, self._path(target))
                     self._open[target] = mailbox
+                    # A session that selected the old name must not carry on
+                    # under it: the view ends (as Dovecot's does).
+                    mailbox._emit(MailboxDeleted(source, target))
                 if source in self._special_use:
                     self._special_use[target] = self._special_use.pop(source)
                     self._write_special_use()

@@ -111,6 +111,9 @@ class IMailbox(Protocol):
         but must leave \\Recent to the session that selects read-write.
         """
 
+    def peek_recent(self) -> frozenset[int]:
+        """The UIDs still \\Recent, without claiming them (what EXAMINE shows)."""
+
     def rescan(self) -> Deferred[None]:
         """Pick up changes other programs made on disk (NOOP/IDLE/SELECT fallback)."""
 

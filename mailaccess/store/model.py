@@ -82,7 +82,20 @@ class MailboxReset:
     uidvalidity: int
 
 
-ChangeEvent = MessagesAdded | FlagsChanged | MessagesExpunged | MailboxReset
+@attrs.frozen
+class MailboxDeleted:
+    """The mailbox was deleted, or renamed to ``new_name``, by some session.
+
+    Every view of it must end: the name a client selected no longer names
+    these messages (Dovecot ends such sessions too, "IMAP session state is
+    inconsistent").  Sent after any MessagesExpunged of the deletion.
+    """
+
+    mailbox: str
+    new_name: str | None = None
+
+
+ChangeEvent = MessagesAdded | FlagsChanged | MessagesExpunged | MailboxReset | MailboxDeleted
 
 
 # --- errors ------------------------------------------------------------------

@@ -230,7 +230,7 @@ def test_status_rfc3501_6_3_10(context: Any, conv: IMAPConversation) -> None:
     conv.exchange(
         f"""
         C: a STATUS INBOX (MESSAGES UNSEEN UIDNEXT UIDVALIDITY RECENT)
-        S: * STATUS INBOX (MESSAGES 3 UNSEEN 2 UIDNEXT 4 UIDVALIDITY {box.uidvalidity} RECENT 0)
+        S: * STATUS INBOX (MESSAGES 3 UNSEEN 2 UIDNEXT 4 UIDVALIDITY {box.uidvalidity} RECENT 3)
         S: a OK STATUS completed
         C: b STATUS Nowhere (MESSAGES)
         S: b NO [NONEXISTENT] STATUS failed: mailbox 'Nowhere' does not exist

@@ -381,7 +381,7 @@ def test_examine_fetch_body_does_not_set_seen_rfc3501_6_3_2(
         S: * FLAGS (\\Answered \\Flagged \\Deleted \\Seen \\Draft)
         S: * OK [PERMANENTFLAGS ()] No permanent flags permitted
         S: * 1 EXISTS
-        S: * 0 RECENT
+        S: * 1 RECENT
         S: * OK [UNSEEN 1] First unseen is 1
         S: ~\\* OK \\[UIDVALIDITY \\d+\\] UIDs valid
         S: * OK [UIDNEXT 2] Predicted next UID
@@ -395,11 +395,13 @@ def test_examine_fetch_body_does_not_set_seen_rfc3501_6_3_2(
         S: c OK CHECK completed
         C: d COPY 1 INBOX
         S: * 2 EXISTS
-        S: * 0 RECENT
+        S: * 2 RECENT
         S: ~d OK \\[COPYUID \\d+ 1 2\\] COPY completed
         """
     )
     assert mailbox(context).record(1).flags == frozenset()
+    # RFC 3501 §6.3.2: EXAMINE saw the \Recent messages without claiming them.
+    assert mailbox(context).recent_count() == 2
 
 
 def test_empty_mailbox_sequence_numbers_rfc3501_9(conv: IMAPConversation) -> None:

@@ -75,17 +75,21 @@ def test_expunge_lines_keep_numbers_valid_rfc3501_7_4_1(box: Any) -> None:
 
 
 def test_flag_change_of_new_message_follows_its_exists(box: Any) -> None:
+    box.take_recent()  # as if another session had selected it
     view = MailboxView(box, readonly=True)
     record = fired(box.append(b"new\n"))
     fired(box.store_flags([record.uid], frozenset({"\\Flagged"}), "add"))
+    # RFC 3501 §6.3.2: a read-only view shows the unclaimed new message as \Recent.
     assert view.flush() == [
         b"* 6 EXISTS\r\n",
-        b"* 0 RECENT\r\n",
-        b"* 6 FETCH (FLAGS (\\Flagged))\r\n",
+        b"* 1 RECENT\r\n",
+        b"* 6 FETCH (FLAGS (\\Flagged \\Recent))\r\n",
     ]
+    assert box.recent_count() == 1  # and leaves it unclaimed
 
 
 def test_own_flag_changes_are_silent(box: Any) -> None:
+    box.take_recent()
     view = MailboxView(box, readonly=True)
     changed = fired(box.store_flags([1, 2], frozenset({"\\Seen"}), "add"))
     assert view.flush(own_flags={1: changed[1]}) == [b"* 2 FETCH (FLAGS (\\Seen))\r\n"]

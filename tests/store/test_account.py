@@ -14,6 +14,7 @@ from mailaccess.store.mailbox import run_synchronously
 from mailaccess.store.model import (
     ChangeEvent,
     InvalidMailboxName,
+    MailboxDeleted,
     MailboxExists,
     MessagesExpunged,
     NoSuchMailbox,
@@ -90,7 +91,7 @@ def test_delete_with_children_leaves_noselect_rfc3501_6_3_4(store: Store) -> Non
     parent.add_listener(heard.append)
     result_of(alice.delete("p"))
     assert listing(alice)["p"] == {"\\Noselect", "\\HasChildren"}
-    assert heard == [MessagesExpunged("p", (1,))]
+    assert heard == [MessagesExpunged("p", (1,)), MailboxDeleted("p")]
     # Deleting a \Noselect name with inferiors is an error (RFC 3501 §6.3.4).
     assert isinstance(failure_of(alice.delete("p")), NoSuchMailbox)
     assert isinstance(failure_of(parent.append(b"y\n")), NoSuchMailbox)
