@@ -76,11 +76,20 @@ class IMailbox(Protocol):
     def expunge(self, uids: Iterable[int]) -> Deferred[tuple[int, ...]]:
         """Remove these messages for good; fires with the UIDs actually removed."""
 
-    def copy(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
-        """Copy to *destination* (hard links where possible); (old uid, new uid)."""
+    def copy(
+        self, uids: Iterable[int], destination: IMailbox, strict: bool = False
+    ) -> Deferred[list[tuple[int, int]]]:
+        """Copy to *destination* (hard links where possible); (old uid, new uid).
 
-    def move(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
-        """Copy, then expunge the originals (RFC 6851 semantics)."""
+        Messages gone meanwhile are skipped, unless *strict*: then the copy
+        fails with MessageGone and *destination* is left as it was (IMAP
+        COPY is all or nothing, RFC 3501 §6.4.7).
+        """
+
+    def move(
+        self, uids: Iterable[int], destination: IMailbox, strict: bool = False
+    ) -> Deferred[list[tuple[int, int]]]:
+        """Copy, then expunge the originals (RFC 6851 semantics; *strict* as copy)."""
 
     def open_message(self, uid: int) -> IO[bytes]:
         """The stored octets of the message (LF line ends), for streaming.

@@ -713,12 +713,17 @@ class Mailbox(IMailbox):
 
         return self._locked(work, apply)
 
-    def copy(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
+    def copy(
+        self, uids: Iterable[int], destination: IMailbox, strict: bool = False
+    ) -> Deferred[list[tuple[int, int]]]:
         """Hard-link (or copy) the messages into *destination*; [(old uid, new uid)].
 
         The source is locked only while the links are made in the
         destination's tmp/, the destination only while they move into its
         cur/ and get UIDs: two copies in opposite directions cannot deadlock.
+        Messages that no longer exist are skipped; with *strict* (IMAP COPY,
+        RFC 3501 §6.4.7: all or nothing) one of them fails the whole copy
+        with MessageGone and nothing reaches *destination*.
         """
         if not isinstance(destination, Mailbox):
             return fail(TypeError("copy needs a Maildir Mailbox as destination"))
@@ -732,6 +737,8 @@ class Mailbox(IMailbox):
                 for uid in uid_list:
                     record = self.record(uid)
                     if record is None:
+                        if strict:
+                            raise MessageGone(f"message UID {uid} has been expunged")
                         continue
                     base = f"{new_base_name(now)},S={record.size},W={record.vsize}"
                     tmp_path = target._tmp / base
@@ -739,6 +746,10 @@ class Mailbox(IMailbox):
                     if not source.exists():
                         found = self._find_file(record.base)
                         if found is None:
+                            if strict:
+                                raise MessageGone(
+                                    f"message UID {uid} was removed by another program"
+                                )
                             continue  # removed meanwhile: nothing to copy
                         source = self._cur / found
                     _link_or_copy(source, tmp_path)
@@ -749,15 +760,21 @@ class Mailbox(IMailbox):
                 for item in prepared:
                     unlink_quietly(item.tmp_path)
                 raise disk_error(exc, "copy messages") from exc
+            except MessageGone:
+                for item in prepared:
+                    unlink_quietly(item.tmp_path)
+                raise
             return prepared
 
         d = self._locked(link_work, lambda prepared: prepared)
         d.addCallback(lambda prepared: target._add_prepared(lambda: prepared))
         return d
 
-    def move(self, uids: Iterable[int], destination: IMailbox) -> Deferred[list[tuple[int, int]]]:
-        """RFC 6851: copy, then expunge the originals that were copied."""
-        d = self.copy(uids, destination)
+    def move(
+        self, uids: Iterable[int], destination: IMailbox, strict: bool = False
+    ) -> Deferred[list[tuple[int, int]]]:
+        """RFC 6851: copy, then expunge the originals that were copied (*strict*: see copy)."""
+        d = self.copy(uids, destination, strict)
 
         def expunge_originals(pairs: list[tuple[int, int]]) -> Deferred[list[tuple[int, int]]]:
             def copied(_: tuple[int, ...]) -> list[tuple[int, int]]:

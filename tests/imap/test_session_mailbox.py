@@ -73,11 +73,13 @@ def test_examine_is_read_only_and_keeps_recent_rfc3501_6_3_2(context: Any) -> No
     reader.exchange(
         """
         C: b STORE 1 +FLAGS (\\Seen)
-        S: b NO [READ-ONLY] STORE: the mailbox is read-only (EXAMINE)
+        S: b OK STORE ignored: the mailbox is read-only (EXAMINE)
         C: c EXPUNGE
         S: c NO [READ-ONLY] the mailbox is read-only (EXAMINE)
         """
     )
+    # As Dovecot 2.3: OK, but nothing changed and no FETCH was sent.
+    assert inbox(context).record(1).flags == frozenset()
 
 
 def test_select_missing_mailbox_leaves_authenticated_state_rfc3501_6_3_1(
