@@ -23,10 +23,15 @@ from zope.interface import implementer
 
 from mailaccess.imap import commands as c
 from mailaccess.imap.cmd_mailbox import mailbox_name
-from mailaccess.imap.fetch_data import BodyStream, FetchPlan, UnsupportedFetchItem
+from mailaccess.imap.fetch_data import (
+    BodyStream,
+    FetchPlan,
+    UnsupportedFetchItem,
+    encode_fetch_flags,
+)
 from mailaccess.imap.response import Atom, ResponseCode, sequence_set_atom, untagged_status
 from mailaccess.imap.session import Outcome, Reply
-from mailaccess.imap.view import MailboxView, OutOfRange, flags_line
+from mailaccess.imap.view import MailboxView, OutOfRange
 from mailaccess.store.model import SEEN, MessageGone, MessageRecord, NoSuchMailbox
 
 if TYPE_CHECKING:
@@ -507,17 +512,30 @@ def store(server: IMAPServer, command: c.Store) -> Outcome:
         server.report_updates(command.uid, own_flags=changed)
         if not command.silent:
             records = view.records
+            count = len(records)
             lines = []
-            for uid in uids:
-                seq = view.seq_of(uid)
-                if seq is None:
-                    continue
+            # A STORE 1:* answers 10,000 lines: each distinct flag set is
+            # encoded once, and a message's number is looked up only if an
+            # EXPUNGE reported just now moved it.
+            encoded: dict[Any, bytes] = {}
+            flags_of = view.flags_of
+            for seq, target in targets:
+                uid = target.uid
+                if seq > count or records[seq - 1].uid != uid:
+                    found = view.seq_of(uid)
+                    if found is None:
+                        continue
+                    seq = found
                 record = records[seq - 1]
-                # RFC 3501 §6.4.8: UID STORE answers carry the UID.
-                uid_part = b"UID %d " % uid if command.uid else b""
-                lines.append(
-                    b"* %d FETCH (%sFLAGS %s)\r\n" % (seq, uid_part, flags_line(view, record))
-                )
+                flags = flags_of(record)
+                text = encoded.get(flags)
+                if text is None:
+                    text = encoded[flags] = encode_fetch_flags(flags)
+                if command.uid:
+                    # RFC 3501 §6.4.8: UID STORE answers carry the UID.
+                    lines.append(b"* %d FETCH (UID %d FLAGS %s)\r\n" % (seq, uid, text))
+                else:
+                    lines.append(b"* %d FETCH (FLAGS %s)\r\n" % (seq, text))
             server.send(b"".join(lines))
         return Reply.ok("STORE completed")
 
