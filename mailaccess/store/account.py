@@ -192,6 +192,7 @@ class Account(IAccount):
             folder=name != "INBOX",
         )
         mailbox.quota = self.quota  # [quota hook]
+        mailbox.watcher = self._watch
         # Watch before the first scan, so nothing delivered meanwhile is
         # missed; a folder without cur/ new/ yet is watched once they exist.
         watched_early = self._watch is not None and _has_maildir_dirs(mailbox.path)

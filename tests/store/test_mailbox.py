@@ -704,3 +704,40 @@ def test_message_infos_served_from_memory_until_expunged(
     monkeypatch.undo()
     result_of(box.expunge([2]))
     assert sorted(result_of(box.message_infos([1, 2, 3]))) == [1, 3]
+
+
+def test_big_flag_batch_pauses_the_watch_and_rescans_after(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    box = open_mailbox()
+    for i in range(3):
+        result_of(box.append(MSG + b"%d" % i))
+    calls: list[str] = []
+
+    class Watcher:
+        def unwatch(self, mailbox: Mailbox) -> None:
+            calls.append("unwatch")
+            mailbox.watched = False
+
+        def watch(self, mailbox: Mailbox) -> None:
+            calls.append("watch")
+            mailbox.watched = True
+
+    real_rename = os.rename
+
+    def rename(*args: object, **kw: object) -> None:
+        calls.append("rename")
+        real_rename(*args, **kw)  # type: ignore[arg-type]
+
+    box.watcher, box.watched = Watcher(), True
+    box.add_listener(lambda event: calls.append(type(event).__name__))
+    monkeypatch.setattr(mailbox_module.os, "rename", rename)
+    monkeypatch.setattr(mailbox_module, "QUIET_BATCH", 3)
+    result_of(box.store_flags([1, 2], frozenset({"\\Seen"}), "add"))  # small: watched
+    assert calls == ["rename", "rename", "FlagsChanged"]
+    calls.clear()
+    result_of(box.store_flags([1, 2, 3], frozenset({"\\Flagged"}), "add"))
+    # Our 3 renames raise no inotify event; the event goes out, then the watch
+    # resumes and a rescan is due for what others did meanwhile.
+    assert calls == ["unwatch", "rename", "rename", "rename", "FlagsChanged", "watch"]
+    assert box.watched and box._rescan_call is not None and box._rescan_call.active()
