@@ -367,7 +367,8 @@ class Mailbox(IMailbox):
             info, renamed = result
             if renamed:
                 self.schedule_rescan()  # another program renamed it: learn its flags
-            self._remember_infos({uid: (base, info)})
+            if self._alive(uid, base):
+                self._remember_infos({uid: (base, info)})
             return info
 
         return self._run_in_thread(parse).addCallback(parsed)
@@ -440,12 +441,23 @@ class Mailbox(IMailbox):
             found, renamed = result
             if renamed:
                 self.schedule_rescan()  # another program renamed files: learn their flags
-            bases = {uid: base for uid, base, _ in wanted}
-            self._remember_infos({uid: (bases[uid], info) for uid, info in found.items()})
+            self._remember_infos(
+                {
+                    uid: (base, found[uid])
+                    for uid, base, _ in wanted
+                    # Not one expunged while the thread read it: a remembered
+                    # info must only ever belong to a living UID.
+                    if uid in found and self._alive(uid, base)
+                }
+            )
             hits.update(found)
             return hits
 
         return self._run_in_thread(load).addCallback(loaded)
+
+    def _alive(self, uid: int, base: str) -> bool:
+        record = self.record(uid)
+        return record is not None and record.base == base
 
     def _remember_infos(self, infos: dict[int, tuple[str, Any]]) -> None:
         """Keep decoded infos in memory, dropping the oldest beyond INFO_MEMORY."""

@@ -741,3 +741,22 @@ def test_big_flag_batch_pauses_the_watch_and_rescans_after(
     # resumes and a rescan is due for what others did meanwhile.
     assert calls == ["unwatch", "rename", "rename", "rename", "FlagsChanged", "watch"]
     assert box.watched and box._rescan_call is not None and box._rescan_call.active()
+
+
+def test_info_read_while_its_message_is_expunged_is_not_remembered(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from twisted.internet.defer import succeed
+
+    box = open_mailbox()
+    for _ in range(2):
+        result_of(box.append(MSG))
+
+    def expunged_meanwhile(work: Callable[[], object]) -> object:
+        result = work()
+        box._remove_uids([2])  # as an expunge applied before the read came back
+        return succeed(result)
+
+    monkeypatch.setattr(box, "_run_in_thread", expunged_meanwhile)
+    result_of(box.message_infos([1, 2]))
+    assert sorted(box._infos) == [1]
