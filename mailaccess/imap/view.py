@@ -249,9 +249,16 @@ class MailboxView:
         held: list[ChangeEvent] = []
         grew = False
 
+        # Flag sets already checked for new keywords: the store shares equal
+        # sets, so a 10,000-message FlagsChanged has only a handful of them.
+        known_sets: set[Flags] = set()
+
         def announce_keywords(flags: Flags) -> None:
             # RFC 3501 §7.2.6: a new keyword changes the mailbox's FLAGS; say so
             # before a line that uses it.
+            if flags in known_sets:
+                return
+            known_sets.add(flags)
             new = {f for f in flags if f not in self.keywords and not f.startswith("\\")}
             if new:
                 self.keywords = self.keywords | new
@@ -279,10 +286,15 @@ class MailboxView:
                     records.extend(added)
                     grew = True
             elif isinstance(event, FlagsChanged):
+                # Changes come in UID order: look just past the last one first.
+                i = -1
                 for uid, flags in event.changes:
-                    i = bisect.bisect_left(records, uid, key=_uid_of)
+                    i += 1
                     if i >= len(records) or records[i].uid != uid:
-                        continue
+                        i = bisect.bisect_left(records, uid, key=_uid_of)
+                        if i >= len(records) or records[i].uid != uid:
+                            i -= 1
+                            continue
                     if keep_private:
                         if not copied:
                             records, copied = list(records), True

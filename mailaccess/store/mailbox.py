@@ -1118,6 +1118,9 @@ class Mailbox(IMailbox):
 
     def _compare(self, on_disk: dict[str, tuple[str, bool]], result: _SyncResult) -> None:
         """Find expunged and re-flagged messages; pops known files from *on_disk*."""
+        odd_names = self._odd_names
+        by_name = self._keywords.by_name
+        letters_of: dict[Flags, str] = {}
         for record in self._records:
             found = on_disk.pop(record.base, None)
             if found is None:
@@ -1126,7 +1129,11 @@ class Mailbox(IMailbox):
             name = found[0]
             # A name with letters we could not name (dovecot-keywords lagging
             # behind a rename by Dovecot) is resolved again at every scan.
-            if name == self._filename(record) and record.uid not in self._odd_names:
+            # The canonical letters are computed once per distinct flag set:
+            # this loop runs over every message after each big STORE.
+            if record.uid not in odd_names and name == (
+                record.base + INFO_SEPARATOR + self._letters(record.flags, letters_of, by_name)
+            ):
                 continue
             _, letters = split_filename(name)
             flags, _ = letters_to_flags(letters or "", self._keywords.by_letter)
