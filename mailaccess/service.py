@@ -56,6 +56,21 @@ def _module_missing(name: str) -> bool:
         return True
 
 
+#: The listen queue for tcp:, tcp6: and unix: listeners that name none.  Twisted's
+#: default of 50 overflows when a few hundred clients connect at once (a
+#: morning's mail check behind NAT): the kernel then completes connections that
+#: are never accepted, and IMAP/POP3 clients wait forever for the greeting.
+DEFAULT_BACKLOG = 1024
+
+
+def with_backlog(description: str) -> str:
+    """*description* with ``backlog=DEFAULT_BACKLOG`` unless it sets one."""
+    kind = description.split(":", 1)[0].strip().lower()
+    if kind not in ("tcp", "tcp6", "unix") or "backlog=" in description:
+        return description
+    return f"{description}:backlog={DEFAULT_BACKLOG}"
+
+
 def build_context(config: Config, reactor: Any, tls: ServerTLS | None) -> ServerContext | str:
     """The shared ServerContext, or a reason why it cannot be built yet."""
     for name in ("mailaccess.store.account", "mailaccess.auth.login"):
@@ -215,6 +230,6 @@ def make_service(
             assert tls is not None  # the config loader insists on a certificate
             factory = TLSMemoryBIOFactory(tls, False, factory)  # type: ignore[arg-type]
         for description in descriptions:
-            endpoint = endpoints.serverFromString(reactor, description)
+            endpoint = endpoints.serverFromString(reactor, with_backlog(description))
             Listener(name, description, endpoint, factory).setServiceParent(service)
     return service

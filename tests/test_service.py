@@ -16,6 +16,7 @@ from collections.abc import Callable, Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
+import attrs
 import pytest
 from cryptography import x509
 from OpenSSL import SSL
@@ -29,7 +30,7 @@ from mailaccess.cli import generate_self_signed
 from mailaccess.cli import main as cli_main
 from mailaccess.config import Config, load_config
 from mailaccess.context import ServerContext
-from mailaccess.service import StartupError, make_service
+from mailaccess.service import DEFAULT_BACKLOG, StartupError, make_service, with_backlog
 from tests.conftest import MailServer, subprocess_env, twistd_command
 
 THIS_MODULE = __name__
@@ -101,6 +102,33 @@ def test_listeners_bound_in_privileged_start(config: Config) -> None:
     )
     assert service.not_started == ["pop3"]
     service.stopService()
+
+
+def test_listeners_get_a_deep_listen_queue_unless_they_set_one(config: Config) -> None:
+    """Twisted's default backlog of 50 strands clients when hundreds connect at once."""
+    made_factories.clear()
+    reactor = ImmediateReactor()
+    config = attrs.evolve(
+        config,
+        listen=attrs.evolve(
+            config.listen,
+            imap=("tcp:1143:interface=127.0.0.1", "tcp:1144:interface=127.0.0.1:backlog=7"),
+            imaps=(),
+        ),
+    )
+    service = make_service(config, reactor, {"imap": (THIS_MODULE, False)}, fake_context)
+    service.privilegedStartService()
+    assert [(port, backlog) for port, _f, backlog, _i in reactor.tcpServers] == [
+        (1143, DEFAULT_BACKLOG),
+        (1144, 7),
+    ]
+    service.stopService()
+
+
+def test_with_backlog_only_where_the_endpoint_takes_one() -> None:
+    assert with_backlog("unix:/run/lmtp.sock") == f"unix:/run/lmtp.sock:backlog={DEFAULT_BACKLOG}"
+    assert with_backlog("tcp6:143") == f"tcp6:143:backlog={DEFAULT_BACKLOG}"
+    assert with_backlog("systemd:domain=INET:index=0") == "systemd:domain=INET:index=0"
 
 
 def test_factory_already_tls_is_not_wrapped_twice(config: Config, monkeypatch: Any) -> None:
