@@ -286,6 +286,18 @@ class MailboxView:
                     records.extend(added)
                     grew = True
             elif isinstance(event, FlagsChanged):
+                if (
+                    own_flags is not None
+                    and not keep_private
+                    and len(event.changes) == len(own_flags)
+                    and own_flags == dict(event.changes)
+                ):
+                    # Exactly our own STORE (10,000 changes for STORE 1:*): the
+                    # session answers it itself, and the view will share the
+                    # store's snapshot again; only new keywords need saying.
+                    for flags in set(own_flags.values()):
+                        announce_keywords(flags)
+                    continue
                 # Changes come in UID order: look just past the last one first.
                 i = -1
                 for uid, flags in event.changes:

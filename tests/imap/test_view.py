@@ -102,3 +102,19 @@ def test_uidvalidity_reset_voids_the_view(box: Any) -> None:
     view._heard(MailboxReset("INBOX", 99))
     view.flush()
     assert view.void
+
+
+def test_own_store_of_every_message_is_silent_but_announces_new_keywords_rfc3501_7_2_6(
+    box: Any,
+) -> None:
+    view = MailboxView(box, readonly=False)
+    changed = fired(box.store_flags([1, 2, 3, 4, 5], frozenset({"$Work"}), "add"))
+    lines = view.flush(own_flags=changed)
+    # RFC 3501 §6.4.6: the session answers its own STORE; the new keyword still
+    # changes the mailbox's FLAGS (RFC 3501 §7.2.6), so that is said.
+    assert lines == view.flags_responses()
+    assert b"$Work" in lines[0]
+    assert [r.flags for r in view.records] == [{"$Work"}] * 5
+    # Another session's change of the same messages is still reported.
+    fired(box.store_flags([2], frozenset({"\\Seen"}), "add"))
+    assert view.flush(own_flags=changed) == [b"* 2 FETCH (FLAGS (\\Seen \\Recent $Work))\r\n"]
