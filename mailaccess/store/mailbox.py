@@ -85,6 +85,10 @@ INFO_BATCH = 256
 #: STORE 1:* of 10,000, about 0.5 s to read and discard in Twisted's reader),
 #: all of them our own.  One rescan afterwards finds what others did meanwhile.
 QUIET_BATCH = 512
+#: Seconds before that rescan: a client sending several big STOREs in a row
+#: (+FLAGS then -FLAGS, or a sync of many ranges) gets one rescan after them
+#: all, not one holding the mailbox lock before each next STORE.
+QUIET_RESCAN_DELAY = 0.25
 #: Parsed infos kept in memory per mailbox (about 1 KB each): a repeated FETCH
 #: ENVELOPE or SEARCH SUBJECT of a 10,000-message mailbox then costs dictionary
 #: lookups instead of 10,000 sqlite rows decoded again.  Oldest dropped first.
@@ -898,7 +902,7 @@ class Mailbox(IMailbox):
                 # NOOP/IDLE rescans cover an unwatched folder; say why in the log.
                 log.failure("could not watch {name} again", name=self.name)
             # Changes by other programs during the batch raised no event.
-            self.schedule_rescan()
+            self.schedule_rescan(QUIET_RESCAN_DELAY)
         return result
 
     def _add_prepared(
