@@ -191,6 +191,9 @@ class Mailbox(IMailbox):
         # uid -> (base name, MessageInfo): the decoded infos last served
         # (reactor thread only; the base name guards against a reused UID).
         self._infos: dict[int, tuple[str, Any]] = {}
+        # Counts index changes that remove messages (expunge, re-index), so a
+        # bulk read can tell cheaply whether any of its UIDs may have gone.
+        self._removals = 0
         # [quota hook, issue 6] mailaccess.store.quota.Quota of the account, set
         # by Account.mailbox; checked before a message enters cur/, updated
         # after appends, copies and expunges.
@@ -387,7 +390,7 @@ class Mailbox(IMailbox):
         vanished, are left out of the dict (the caller reports them gone).
         Fails only with StoreUnavailable.
         """
-        wanted: list[tuple[int, str, str]] = []
+        wanted: list[tuple[int, str, MessageRecord]] = []
         hits: dict[int, Any] = {}
         remembered = self._infos
         for uid in uids:
@@ -399,12 +402,13 @@ class Mailbox(IMailbox):
                 continue
             record = self.record(uid)
             if record is not None:
-                wanted.append((uid, record.base, self._filename(record)))
+                wanted.append((uid, record.base, record))
         if not wanted:
             # All in memory: no thread hop, the Deferred has fired already.
             return succeed(hits)
         cache = self._cache
         cur = str(self._cur)
+        removals = self._removals
 
         def load() -> tuple[dict[int, Any], bool]:
             # Worker thread: no reactor calls in here.
@@ -417,7 +421,9 @@ class Mailbox(IMailbox):
             misses = [item for item in wanted if item[0] not in found]
             for start in range(0, len(misses), INFO_BATCH):
                 parsed = []
-                for uid, base, name in misses[start : start + INFO_BATCH]:
+                for uid, base, record in misses[start : start + INFO_BATCH]:
+                    # The file name only for a miss: most come from the cache.
+                    name = self._filename(record)
                     try:
                         try:
                             with open(os.path.join(cur, name), "rb") as f:
@@ -445,13 +451,14 @@ class Mailbox(IMailbox):
             found, renamed = result
             if renamed:
                 self.schedule_rescan()  # another program renamed files: learn their flags
+            # A remembered info must only ever belong to a living UID: if any
+            # message left the index while the thread read, check each one.
+            check = self._removals != removals
             self._remember_infos(
                 {
                     uid: (base, found[uid])
                     for uid, base, _ in wanted
-                    # Not one expunged while the thread read it: a remembered
-                    # info must only ever belong to a living UID.
-                    if uid in found and self._alive(uid, base)
+                    if uid in found and (not check or self._alive(uid, base))
                 }
             )
             hits.update(found)
@@ -1248,6 +1255,7 @@ class Mailbox(IMailbox):
             self._records = result.records
             self._snapshot = None
             self._infos.clear()  # a new index (UIDVALIDITY may have changed)
+            self._removals += 1
             self._odd_names = {u: n for u, n in result.odd_names.items() if n is not None}
             self._uidvalidity = result.uidvalidity
             self._uidnext = result.uidnext
@@ -1284,6 +1292,7 @@ class Mailbox(IMailbox):
             self._rescan_call.cancel()
 
     def _drop_all(self) -> None:
+        self._removals += 1
         self._infos.clear()
         self._records = []
         self._snapshot = None
@@ -1357,6 +1366,7 @@ class Mailbox(IMailbox):
             self._odd_names[uid] = odd
 
     def _remove_uids(self, uids: Iterable[int]) -> None:
+        self._removals += 1
         gone = set(uids)
         self._records = [r for r in self._records if r.uid not in gone]
         self._snapshot = None
