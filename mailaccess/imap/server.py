@@ -14,16 +14,13 @@ a producer (see :mod:`mailaccess.imap.cmd_message`).
 
 from __future__ import annotations
 
-import contextlib
-import ipaddress
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolFactory, ISSLTransport
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from mailaccess.context import ServerContext
@@ -40,6 +37,7 @@ from mailaccess.imap.response import (
 )
 from mailaccess.imap.session import Reply, State, allows_expunge, command_table
 from mailaccess.imap.view import MailboxView
+from mailaccess.net import is_loopback, no_delay, wrap_implicit_tls
 from mailaccess.store.model import (
     InvalidMailboxName,
     MailboxExists,
@@ -59,36 +57,6 @@ IMPLEMENTATION = "mailaccess"
 
 # Flush gathered output once this much is waiting, even mid-command.
 _WRITE_BATCH = 64 * 1024
-
-
-def _is_loopback(address: object) -> bool:
-    """True for 127.0.0.0/8, ::1 (also IPv4-mapped) and UNIX sockets."""
-    host = getattr(address, "host", None)
-    if host is None:
-        return getattr(address, "name", None) is not None
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
-
-
-def _no_delay(transport: Any) -> None:
-    """Turn Nagle's algorithm off on the TCP connection under *transport*.
-
-    A command's answer often ends in a small tagged line after a large write;
-    with Nagle on, that line waits for the client's delayed ACK (40 ms on
-    Linux) and every such command pays it.
-    """
-    for candidate in (transport, getattr(transport, "transport", None)):
-        set_no_delay = getattr(candidate, "setTcpNoDelay", None)
-        if set_no_delay is not None:
-            # OSError: not a TCP socket after all (a UNIX socket).
-            with contextlib.suppress(OSError):
-                set_no_delay(True)
-            return
 
 
 def store_error_reply(error: BaseException, what: str) -> Reply:
@@ -152,7 +120,7 @@ class IMAPServer(Protocol):
         peer = self.transport.getPeer()
         self._peer = f"{getattr(peer, 'host', peer)}"
         self.tls = self.tls or ISSLTransport.providedBy(self.transport)
-        _no_delay(self.transport)
+        no_delay(self.transport)
         log.info(
             "{protocol} session start: peer={peer} tls={tls}",
             protocol=self.protocol_name,
@@ -446,7 +414,7 @@ class IMAPServer(Protocol):
         if policy == "always":
             return True
         if policy == "loopback":
-            return _is_loopback(self.transport.getPeer())
+            return is_loopback(self.transport.getPeer())
         return False
 
     def starttls_available(self) -> bool:
@@ -565,12 +533,4 @@ def make_factory(context: ServerContext, implicit_tls: bool) -> Factory[Any]:
     factory = IMAPFactory(context, implicit_tls)
     if not implicit_tls:
         return factory
-    if context.tls is None:
-        raise ValueError(
-            "an IMAPS listener needs TLS: set [tls] certificate and private_key in the config"
-        )
-    # The TLS layer batches small writes until the clock's next turn: give it
-    # ours, so that tests on a task.Clock control it like everything else.
-    return TLSMemoryBIOFactory(
-        context.tls, False, cast(IProtocolFactory, factory), clock=context.clock
-    )
+    return wrap_implicit_tls(context, factory, "IMAPS")

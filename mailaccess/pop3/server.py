@@ -11,25 +11,23 @@ buffer (RFC 2449 §6.6 PIPELINING).
 
 from __future__ import annotations
 
-import ipaddress
 import os
 import weakref
 from collections.abc import Callable
-from typing import Any, cast
+from typing import Any
 
 import attrs
 from twisted.cred.credentials import UsernamePassword
 from twisted.internet.defer import Deferred
-from twisted.internet.interfaces import IProtocolFactory, ISSLTransport
+from twisted.internet.interfaces import ISSLTransport
 from twisted.internet.protocol import Factory, Protocol
 from twisted.logger import Logger
-from twisted.protocols.tls import TLSMemoryBIOFactory
 from twisted.python.failure import Failure
 
 from mailaccess.auth.login import LoginFailed
 from mailaccess.auth.sasl import LoginExchange, SASLError, decode_plain
 from mailaccess.context import ServerContext
-from mailaccess.net import no_delay
+from mailaccess.net import is_loopback, no_delay, wrap_implicit_tls
 from mailaccess.pop3.credentials import APOPCredentials
 from mailaccess.pop3.maildrop import ListedMessage, Maildrop, NoSuchMessage
 from mailaccess.pop3.stream import MessageProducer
@@ -77,20 +75,6 @@ def _registry_for(context: ServerContext) -> MaildropRegistry:
         registry = _registries[key] = MaildropRegistry()
         weakref.finalize(context, _registries.pop, key, None)
     return registry
-
-
-def _is_loopback(address: object) -> bool:
-    """True for 127.0.0.0/8, ::1 (also IPv4-mapped) and UNIX sockets."""
-    host = getattr(address, "host", None)
-    if host is None:
-        return getattr(address, "name", None) is not None  # UNIXAddress
-    try:
-        ip = ipaddress.ip_address(host)
-    except ValueError:
-        return False
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        ip = ip.ipv4_mapped
-    return ip.is_loopback
 
 
 class POP3Server(Protocol):
@@ -388,7 +372,7 @@ class POP3Server(Protocol):
         if policy == "always":
             return True
         if policy == "loopback":
-            return _is_loopback(self.transport.getPeer())
+            return is_loopback(self.transport.getPeer())
         return False
 
     def sasl_mechanisms(self) -> list[str]:
@@ -821,12 +805,4 @@ def make_factory(context: ServerContext, implicit_tls: bool) -> Factory[Any]:
     factory = POP3Factory(context, implicit_tls)
     if not implicit_tls:
         return factory
-    if context.tls is None:
-        raise ValueError(
-            "a POP3S listener needs TLS: set [tls] certificate and private_key in the config"
-        )
-    # The TLS layer batches small writes until the clock's next turn: give it
-    # ours, so that tests on a task.Clock control it like everything else.
-    return TLSMemoryBIOFactory(
-        context.tls, False, cast(IProtocolFactory, factory), clock=context.clock
-    )
+    return wrap_implicit_tls(context, factory, "POP3S")
