@@ -12,7 +12,6 @@ from __future__ import annotations
 import os
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import time
@@ -22,6 +21,7 @@ from types import TracebackType
 
 from bench.generate import copy_maildir
 from bench.workloads import PASSWORD, Target
+from tests.support.net import free_ports, port_open
 
 ROOT = Path(__file__).resolve().parent.parent
 VENV_BIN = Path(sys.executable).parent
@@ -56,28 +56,6 @@ LISTEN_BACKLOG = 1024
 
 class ServerUnavailable(Exception):
     """The server cannot be run here; the message says why (shown in the table)."""
-
-
-def free_ports(count: int) -> list[int]:
-    """*count* distinct free loopback ports (a short race before binding is accepted)."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket()
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class _Server:

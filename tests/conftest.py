@@ -22,6 +22,8 @@ from typing import Any
 
 import pytest
 
+from tests.support.net import free_ports
+
 # pytester: for the test that the mail_server fixture itself can fail a test.
 pytest_plugins = ["pytester"]
 
@@ -51,20 +53,6 @@ def subprocess_env() -> dict[str, str]:
     env.pop("MAILACCESS_CONFIG", None)
     env["PYTHONUNBUFFERED"] = "1"
     return env
-
-
-def free_ports(count: int) -> list[int]:
-    """*count* distinct loopback TCP ports that were free a moment ago."""
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
 
 
 def toml_dumps(data: Mapping[str, Any]) -> str:

@@ -21,10 +21,10 @@ from mailaccess.demo import Endpoint, Screen, Transcript, client_endpoint
 from tests.conftest import (
     READY_MARK,
     cli_command,
-    free_ports,
     subprocess_env,
     twistd_command,
 )
+from tests.support.net import free_ports
 
 
 @attrs.frozen

@@ -28,7 +28,6 @@ import os
 import pwd
 import shutil
 import signal
-import socket
 import subprocess
 import sys
 import tempfile
@@ -38,6 +37,8 @@ from pathlib import Path
 from types import TracebackType
 
 import pytest
+
+from tests.support.net import free_ports, port_open
 
 __all__ = [
     "PROTOCOLS",
@@ -148,29 +149,6 @@ def make_self_signed_cert(directory: Path, hostname: str = "localhost") -> tuple
     )
     key_path.chmod(0o600)
     return cert_path, key_path
-
-
-def _free_ports(count: int) -> list[int]:
-    # Hold all sockets open until every port is chosen so they differ; the
-    # short race before Dovecot binds them is acceptable for tests.
-    sockets = []
-    try:
-        for _ in range(count):
-            s = socket.socket(socket.AF_INET, socket.SOCK_STREAM)
-            s.bind(("127.0.0.1", 0))
-            sockets.append(s)
-        return [s.getsockname()[1] for s in sockets]
-    finally:
-        for s in sockets:
-            s.close()
-
-
-def _port_open(port: int) -> bool:
-    try:
-        with socket.create_connection(("127.0.0.1", port), timeout=0.5):
-            return True
-    except OSError:
-        return False
 
 
 class Dovecot:
@@ -293,7 +271,7 @@ class Dovecot:
             make_self_signed_cert(self.workdir)
         self.hand_over()
         if not self.ports:
-            self.ports = dict(zip(PROTOCOLS, _free_ports(len(PROTOCOLS)), strict=True))
+            self.ports = dict(zip(PROTOCOLS, free_ports(len(PROTOCOLS)), strict=True))
         internal, login, uid, gid = self._accounts()
         group = grp.getgrgid(gid).gr_name
         # passwd-file: user:{scheme}password:uid:gid::home.  uid/gid stay empty
@@ -451,7 +429,7 @@ lmtp_save_to_detail_mailbox = no
                 if "Address already in use" in self.log()[log_size:]:
                     raise _PortTaken()
                 raise DovecotError(f"dovecot exited with status {code}:\n{self.log()}")
-            waiting = {name for name in waiting if not _port_open(self.ports[name])}
+            waiting = {name for name in waiting if not port_open(self.ports[name])}
             if waiting and time.monotonic() > deadline:
                 self.stop()
                 raise DovecotError(
