@@ -14,6 +14,7 @@ sits in memory, and a slow client pauses the reading (IPushProducer).
 from __future__ import annotations
 
 import io
+import re
 from typing import IO, Any
 
 from twisted.internet.defer import Deferred
@@ -29,6 +30,12 @@ _WHOLE_READS = (io.BufferedReader, io.BytesIO)
 
 #: RFC 1939 §3: the line that ends a multi-line response.
 TERMINATOR = b".\r\n"
+
+#: A line (after the first of a chunk) that begins with ".".  sre scans for the
+#: LF with memchr, where ``b"\n." in data`` runs CPython's generic substring
+#: search, whose skip table collides on common letters: about half the time
+#: on ordinary text, measured on the benchmark's mail.
+_DOT_AFTER_LF = re.compile(rb"\n\.")
 
 log = Logger()
 
@@ -61,9 +68,10 @@ class DotStuffer:
         # do saves copying the chunk (stored mail is mostly LF-only, unstuffed).
         if b"\r" in data:
             data = data.replace(b"\r\n", b"\n")
+        stuff = _DOT_AFTER_LF.search(data) is not None
         data = data.replace(b"\n", b"\r\n")
         # RFC 1939 §3: byte-stuff lines beginning with the termination octet.
-        if b"\n." in data:
+        if stuff:
             data = data.replace(b"\n.", b"\n..")
         if self._at_line_start and data[:1] == b".":
             data = b"." + data

@@ -161,6 +161,9 @@ class Mailbox(IMailbox):
         self._run_in_thread = run_in_thread
         self._folder = folder
         self._cur = path / "cur"
+        # The same directory as a string prefix: opening a message per RETR or
+        # FETCH should not pay for a pathlib join.
+        self._cur_prefix = os.path.join(path, "cur", "")
         self._new = path / "new"
         self._tmp = path / "tmp"
         self._uidlist_path = path / uidlist_file.FILENAME
@@ -303,7 +306,7 @@ class Mailbox(IMailbox):
         if record is None:
             raise MessageGone(f"message UID {uid} has been expunged")
         try:
-            return open(self._cur / self._filename(record), "rb")
+            return open(self._cur_prefix + self._filename(record), "rb")
         except FileNotFoundError:
             pass
         # Renamed by another program (a flag change) before we noticed: find
