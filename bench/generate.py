@@ -411,12 +411,12 @@ def copy_maildir(source: Path, destination: Path) -> None:
 def main(argv: list[str] | None = None) -> int:
     """``python -m bench.generate [NAME ...]``: build (or confirm) the cached data sets."""
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument(
-        "names", nargs="*", default=["10k", "1k", "idle"], choices=sorted(DATASETS), metavar="NAME"
-    )
+    # No list default: argparse (3.11) checks a list default against choices as
+    # one value and refuses it.
+    parser.add_argument("names", nargs="*", choices=sorted(DATASETS), metavar="NAME")
     parser.add_argument("--data-dir", type=Path, default=DATA_DIR)
     args = parser.parse_args(argv)
-    for name in args.names:
+    for name in args.names or ["10k", "1k", "idle"]:
         path = ensure_dataset(DATASETS[name], args.data_dir)
         print(path)
     return 0
