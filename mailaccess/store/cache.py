@@ -193,9 +193,17 @@ class MetadataCache:
 
     # -- reads --
 
-    def get(self, uid: int, base: str) -> MessageInfo | None:
-        """The cached info of *uid*, or None if missing, stale or unreadable."""
-        with self._lock:
+    def get(self, uid: int, base: str, *, wait: bool = True) -> MessageInfo | None:
+        """The cached info of *uid*, or None if missing, stale or unreadable.
+
+        With ``wait=False`` it also answers None at once when another thread
+        holds the cache (a batch of writes in progress): the reactor thread
+        asks that way, because waiting for a writer's transaction would hold
+        every other session for as long.
+        """
+        if not self._lock.acquire(blocking=wait):
+            return None
+        try:
             if self._db is None:
                 return None
             try:
@@ -205,12 +213,14 @@ class MetadataCache:
             except sqlite3.Error as e:
                 self._failed(e)
                 return None
-            if row is None or row[0] != base:
-                return None
-            try:
-                return decode_info(row[1])
-            except ValueError:
-                return None
+        finally:
+            self._lock.release()
+        if row is None or row[0] != base:
+            return None
+        try:
+            return decode_info(row[1])
+        except ValueError:
+            return None
 
     def get_many(self, uids_and_bases: Iterable[tuple[int, str]]) -> dict[int, MessageInfo]:
         """The cached infos of many messages at once; misses are left out."""
@@ -340,7 +350,7 @@ class MetadataCache:
             except OSError as e:
                 found[uid] = e
                 continue
-            info = parse_message(data)
+            info = parse_message(data).compact()
             parsed.append((uid, base, info))
             found[uid] = info
         self.put_many(parsed)

@@ -343,7 +343,9 @@ class Mailbox(IMailbox):
             return succeed(remembered[1])
         cache = self._cache
         if cache is not None:
-            cached = cache.get(uid, record.base)
+            # Without waiting: during a first scan the workers below hold the
+            # cache for their writes, and the reactor must not queue behind them.
+            cached = cache.get(uid, record.base, wait=False)
             if cached is not None:
                 self._remember_infos({uid: (record.base, cached)})
                 return succeed(cached)
@@ -353,6 +355,11 @@ class Mailbox(IMailbox):
         def parse() -> tuple[Any, bool]:
             # Worker thread: no reactor calls in here.
             renamed = False
+            if cache is not None:
+                # The reactor's look was a miss, or found the cache busy.
+                cached = cache.get(uid, base)
+                if cached is not None:
+                    return cached, renamed
             try:
                 try:
                     data = path.read_bytes()
@@ -368,7 +375,7 @@ class Mailbox(IMailbox):
                 raise MessageGone(f"message UID {uid} was removed by another program") from None
             except OSError as exc:
                 raise disk_error(exc, f"read message UID {uid}") from exc
-            info = parse_message(data)
+            info = parse_message(data).compact()
             if cache is not None:
                 cache.put(uid, base, info)
             return info, renamed
@@ -443,7 +450,7 @@ class Mailbox(IMailbox):
                         continue
                     except OSError as exc:
                         raise disk_error(exc, f"read message UID {uid}") from exc
-                    info = parse_message(data)
+                    info = parse_message(data).compact()
                     found[uid] = info
                     parsed.append((uid, base, info))
                 if cache is not None:

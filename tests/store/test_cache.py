@@ -258,3 +258,12 @@ def test_new_parser_version_voids_entries(tmp_path: Path, monkeypatch: pytest.Mo
     c = MetadataCache(tmp_path)
     assert c.get(1, "a") is None
     c.close()
+
+
+def test_get_without_waiting_is_a_miss_while_the_cache_is_busy(cache: MetadataCache) -> None:
+    # The reactor thread asks with wait=False: a writer's transaction in a
+    # worker thread must not hold every session until it commits.
+    cache.put(1, "a", info())
+    with cache._lock:  # what a put_many in another thread holds
+        assert cache.get(1, "a", wait=False) is None
+    assert cache.get(1, "a", wait=False) == info()

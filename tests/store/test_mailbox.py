@@ -411,6 +411,44 @@ def test_message_info_parses_then_serves_from_cache(
     assert isinstance(failure_of(again.message_info(9)), MessageGone)
 
 
+def test_message_info_with_the_cache_busy_is_answered_by_a_worker(
+    open_mailbox: Opener, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from mailaccess.store import cache as cache_module
+
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    result_of(box.message_info(1))  # parsed and cached
+    again = open_mailbox()  # a restart: nothing in memory
+    real_get = cache_module.MetadataCache.get
+    asked: list[tuple[int, bool]] = []
+
+    def busy_for_the_reactor(self: Any, uid: int, base: str, *, wait: bool = True) -> Any:
+        asked.append((uid, wait))
+        return None if not wait else real_get(self, uid, base)
+
+    monkeypatch.setattr(cache_module.MetadataCache, "get", busy_for_the_reactor)
+    assert result_of(again.message_info(1)).envelope.subject == b"hi"
+    # The reactor's look did not wait; the worker's did, and found the entry.
+    assert asked == [(1, False), (1, True)]
+
+
+def test_parsed_infos_are_kept_without_their_part_trees(open_mailbox: Opener) -> None:
+    import gc
+
+    from mailaccess.store.mime import Part
+
+    box = open_mailbox()
+    result_of(box.append(MSG))
+    info = result_of(box.message_info(1))
+    # Thousands of remembered trees would lengthen every full garbage
+    # collection, and the reactor waits for those.
+    assert not [o for o in gc.get_referents(info) if isinstance(o, Part)]
+    assert info.body.type == b"text"  # built on first use
+    (bulk,) = result_of(open_mailbox().message_infos([1])).values()
+    assert not [o for o in gc.get_referents(bulk) if isinstance(o, Part)]
+
+
 def test_open_removes_tmp_debris_older_than_36_hours(tmp_path: Path) -> None:
     from twisted.internet.task import Clock
 

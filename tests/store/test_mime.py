@@ -478,3 +478,22 @@ def test_many_parts_without_blank_lines_is_linear() -> None:
 )
 def test_malformed_never_raises(data: bytes) -> None:
     check_offsets(data, parse_message(data))
+
+
+MULTIPART_FOR_COMPACT = (
+    b"From: a@example.org\nSubject: parts\n"
+    b"Content-Type: multipart/alternative; boundary=x\n\n"
+    b"--x\nContent-Type: text/plain\n\nplain\n"
+    b"--x\nContent-Type: text/html\n\n<p>html</p>\n--x--\n"
+)
+
+
+def test_compact_info_equals_the_full_one_and_holds_no_part_objects() -> None:
+    import gc
+
+    full = parse_message(MULTIPART_FOR_COMPACT)
+    compact = full.compact()
+    assert not [o for o in gc.get_referents(compact) if isinstance(o, Part)]
+    assert compact == full
+    assert compact.body.children[1].subtype == b"html"
+    assert compact.compact() == full  # a tree built again is compacted again
