@@ -63,7 +63,7 @@ from mailaccess.imap.search import (
 from mailaccess.imap.search import (
     Sequence as SequenceKey,
 )
-from mailaccess.store.mime import MessageInfo, Part, param
+from mailaccess.store.mime import Envelope, MessageInfo, Part, param
 from mailaccess.store.mime_header import decode_words, iter_fields
 from mailaccess.store.model import MessageRecord
 
@@ -161,7 +161,6 @@ _ENVELOPE_HEADERS = frozenset(
         "MESSAGE-ID",
     }
 )
-_ADDRESS_HEADERS = frozenset({"FROM", "TO", "CC", "BCC", "SENDER", "REPLY-TO"})
 
 
 def _local_midnight(day: datetime.date) -> float:
@@ -297,6 +296,7 @@ def _compile(key: SearchKey, context: SearchContext) -> Node:
         needle = _fold(key.value)
         field = key.field
         if field in _ENVELOPE_HEADERS:
+            envelope_match = _envelope_matcher(field, needle)
 
             def envelope_test(
                 msg: Message, level: int, info: MessageInfo | None, data: Any
@@ -304,7 +304,7 @@ def _compile(key: SearchKey, context: SearchContext) -> Node:
                 if level < _INFO:
                     return None
                 assert info is not None
-                return _envelope_match(msg[1], info, field, needle)
+                return envelope_match(info)
 
             return envelope_test
 
@@ -350,83 +350,91 @@ _ADDRESS_ATTRS = {
 }
 
 
-#: Searchable forms of ENVELOPE headers kept between searches, keyed by
-#: (Maildir base name, size, field): a file's content never changes under its
-#: base name, so entries never go stale.  Repeated SUBJECT/FROM searches of a big
-#: mailbox then skip rendering and decoding.  About 100 octets an entry.
-HAYSTACK_CACHE_SIZE = 65536
-_HAYSTACKS: dict[tuple[str, int, str], bytes | str | None] = {}
-_DECODED: dict[bytes, str] = {}
+#: Searchable forms of the header values that take work to make (RFC 2047
+#: words decoded and folded, address lists rendered), kept by value: senders
+#: and subjects recur across a mailbox, so even the first search after a
+#: restart decodes each distinct value once.  A plain ASCII string is
+#: lower-cased on the spot, which costs less than any lookup.  Keys are the
+#: raw bytes of a string field or the address tuple of an address field;
+#: values never go stale.  Cleared when full.
+FORM_CACHE_SIZE = 65536
+_FORMS: dict[Any, bytes | str] = {}
 
 
-def _haystack(record: MessageRecord, info: MessageInfo, field: str) -> bytes | str | None:
-    """The header as searched: ASCII-lowered bytes when that is exact, else folded text.
+def _remember_form(key: Any, form: bytes | str) -> bytes | str:
+    if len(_FORMS) >= FORM_CACHE_SIZE:
+        _FORMS.clear()
+    _FORMS[key] = form
+    return form
 
-    None when the message lacks the field.  Address lists are searched as
-    ``name <mailbox@host>, ...`` with the names RFC 2047-decoded.
+
+def _searchable(raw: bytes) -> bytes | str:
+    """A header value as searched: ASCII-lowered bytes when that is exact, else folded text."""
+    if raw.isascii() and b"=?" not in raw:
+        return raw.lower()
+    form = _FORMS.get(raw)
+    if form is None:
+        form = _remember_form(raw, _fold(decode_words(raw)))
+    return form
+
+
+def _render_addresses(addrs: Iterable[Any]) -> bytes:
+    """An address list as searched: ``name <mailbox@host>, ...`` (names still encoded)."""
+    rendered = []
+    for name, _, mailbox, host in addrs:
+        if mailbox is None:
+            continue  # the end of a group
+        if host is None:
+            rendered.append(mailbox + b":")  # a group's name
+        elif name:
+            rendered.append(name + b" <" + mailbox + b"@" + host + b">")
+        else:
+            rendered.append(mailbox + b"@" + host)
+    return b", ".join(rendered)
+
+
+def _envelope_matcher(field: str, needle: str) -> Callable[[MessageInfo], bool]:
+    """A test of whether an ENVELOPE header contains ``needle`` (already folded).
+
+    Address lists are searched as ``name <mailbox@host>, ...`` with the names
+    RFC 2047-decoded.  A header the message lacks matches nothing.
     """
-    key = (record.base, record.size, field)
-    try:
-        return _HAYSTACKS[key]
-    except KeyError:
-        pass
-    env = info.envelope
+    # An ASCII header is searched in its octets: an ASCII needle compares
+    # octets; any other cannot match (folding never turns non-ASCII into pure
+    # ASCII... except by decomposition, and the header has none to decompose).
+    octets = needle.encode("ascii") if needle.isascii() else None
+
+    def contains(form: bytes | str) -> bool:
+        if isinstance(form, bytes):
+            return octets is not None and octets in form
+        return needle in form
+
     attr = _STRING_ATTRS.get(field)
-    raw: bytes | None
     if attr is not None:
-        raw = getattr(env, attr)
-    else:
-        addrs = getattr(env, _ADDRESS_ATTRS[field])
-        raw = None
-        if addrs:
-            rendered = []
-            for name, _, mailbox, host in addrs:
-                if mailbox is None:
-                    continue  # the end of a group
-                if host is None:
-                    rendered.append(mailbox + b":")  # a group's name
-                elif name:
-                    rendered.append(name + b" <" + mailbox + b"@" + host + b">")
-                else:
-                    rendered.append(mailbox + b"@" + host)
-            raw = b", ".join(rendered)
-    hay: bytes | str | None
-    if raw is None:
-        hay = None
-    elif raw.isascii() and b"=?" not in raw:
-        hay = raw.lower()
-    else:
-        # Encoded words: decoding is the slow part, and the same senders and
-        # subjects recur across a mailbox, so decoded forms are kept by value.
-        hay = _DECODED.get(raw)
-        if hay is None:
-            hay = _fold(decode_words(raw))
-            if len(_DECODED) >= HAYSTACK_CACHE_SIZE:
-                _DECODED.clear()
-            _DECODED[raw] = hay
-    if len(_HAYSTACKS) >= HAYSTACK_CACHE_SIZE:
-        del _HAYSTACKS[next(iter(_HAYSTACKS))]  # bounded: drop the oldest
-    _HAYSTACKS[key] = hay
-    return hay
+        index = Envelope._fields.index(attr)
+
+        def string_match(info: MessageInfo) -> bool:
+            raw: Any = info.envelope[index]  # bytes or None: a string field
+            return raw is not None and contains(_searchable(raw))
+
+        return string_match
+    index = Envelope._fields.index(_ADDRESS_ATTRS[field])
+
+    def address_match(info: MessageInfo) -> bool:
+        addrs = info.envelope[index]
+        if not addrs:
+            return False
+        form = _FORMS.get(addrs)
+        if form is None:
+            form = _remember_form(addrs, _searchable(_render_addresses(addrs)))
+        return contains(form)
+
+    return address_match
 
 
-def clear_haystack_cache() -> None:
+def clear_form_cache() -> None:
     """Forget the cached header forms (tests; or after the parser changed)."""
-    _HAYSTACKS.clear()
-    _DECODED.clear()
-
-
-def _envelope_match(record: MessageRecord, info: MessageInfo, field: str, needle: str) -> bool:
-    """Whether an ENVELOPE header contains ``needle`` (already folded)."""
-    hay = _haystack(record, info, field)
-    if hay is None:
-        return False
-    if isinstance(hay, bytes):
-        # ASCII header: an ASCII needle compares octets; any other cannot match
-        # (folding never turns non-ASCII into pure ASCII... except by
-        # decomposition, and the header has no non-ASCII to decompose).
-        return needle.isascii() and needle.encode("ascii") in hay
-    return needle in hay
+    _FORMS.clear()
 
 
 # --- message files (worker thread) -----------------------------------------------

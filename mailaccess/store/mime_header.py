@@ -9,10 +9,10 @@ SEARCH is in ``decode_words``.
 
 from __future__ import annotations
 
-import base64
 import binascii
 import codecs
 import email.utils
+import functools
 import re
 from collections.abc import Iterable
 
@@ -509,16 +509,22 @@ _ENCODED_WORD_RE = re.compile(
     rb"=\?([^?\s*]+)(?:\*[^?\s]*)?\?([QqBb])\?([^?\s]*)\?=(?:[ \t\r\n]+(?==\?))?"
 )
 _QP_HEX_RE = re.compile(rb"=([0-9A-Fa-f]{2})")
+_QP_WELL_FORMED_RE = re.compile(rb"(?:[^=]|=[0-9A-Fa-f]{2})*")
 _BASE64_RE = re.compile(rb"[A-Za-z0-9+/]*=*")
+
+
+@functools.lru_cache(maxsize=256)
+def _codec_name(charset: str) -> str:
+    """The codec for a MIME charset name; UTF-8 for one Python does not know."""
+    try:
+        return codecs.lookup(charset).name
+    except LookupError:
+        return "utf-8"
 
 
 def _charset_decode(data: bytes, charset: str) -> str:
     try:
-        codecs.lookup(charset)
-    except LookupError:
-        charset = "utf-8"
-    try:
-        return data.decode(charset, "replace")
+        return data.decode(_codec_name(charset), "replace")
     except (LookupError, ValueError):
         return data.decode("utf-8", "replace")
 
@@ -543,12 +549,12 @@ def decode_words(value: bytes) -> str:
     out: list[str] = []
     pos = 0
     for m in _ENCODED_WORD_RE.finditer(value):
-        if m.start() > pos:
-            out.append(decode_raw(value[pos : m.start()]))
+        start = m.start()
+        if start > pos:
+            out.append(decode_raw(value[pos:start]))
         pos = m.end()
-        charset = m.group(1).decode("ascii", "replace")
-        text = m.group(3)
-        if m.group(2) in (b"B", b"b"):
+        charset, kind, text = m.groups()
+        if kind in (b"B", b"b"):
             if not _BASE64_RE.fullmatch(text):
                 # Not base64 at all: show the word as sent rather than garbage.
                 out.append(decode_raw(m.group(0)))
@@ -557,12 +563,17 @@ def decode_words(value: bytes) -> str:
             if len(text) % 4 == 1:
                 text = text[:-1]  # a dangling sextet carries no whole octet
             try:
-                raw = base64.b64decode(text + b"=" * (-len(text) % 4))
+                raw = binascii.a2b_base64(text + b"=" * (-len(text) % 4))
             except (binascii.Error, ValueError):
                 raw = b""
+        elif _QP_WELL_FORMED_RE.fullmatch(text):
+            # Every "=" starts a hex pair: binascii's header mode ("_" is a
+            # space, RFC 2047 §4.2) decodes it exactly, in C.
+            raw = binascii.a2b_qp(text, header=True)
         else:
+            # A stray "=": binascii would drop or merge it; keep it as sent.
             raw = _QP_HEX_RE.sub(lambda h: bytes([int(h.group(1), 16)]), text.replace(b"_", b" "))
-        out.append(_charset_decode(raw, charset))
+        out.append(_charset_decode(raw, charset.decode("ascii", "replace")))
     if pos < len(value):
         out.append(decode_raw(value[pos:]))
     return "".join(out)

@@ -200,9 +200,9 @@ def search(text: str, context: FakeContext | None = None, charset: str | None = 
 def _fresh_header_cache() -> Iterator[None]:
     # Header forms are cached by base name across searches; samples here
     # reuse base names between test modules, so start each test clean.
-    search_eval.clear_haystack_cache()
+    search_eval.clear_form_cache()
     yield
-    search_eval.clear_haystack_cache()
+    search_eval.clear_form_cache()
 
 
 # --- flags (RFC 3501 §6.4.4) -----------------------------------------------------------
@@ -497,10 +497,15 @@ def test_bulk_message_infos_is_used_when_offered() -> None:
     assert context.info_calls == []
 
 
-def test_header_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setattr(search_eval, "HAYSTACK_CACHE_SIZE", 2)
+def test_header_form_cache_is_bounded_and_keyed_by_value(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(search_eval, "FORM_CACHE_SIZE", 2)
     assert search("OR SUBJECT hello FROM alice") == [1, 4]
-    assert len(search_eval._HAYSTACKS) == 2
+    assert 0 < len(search_eval._FORMS) <= 2
+    # Decoded forms are kept by the raw value: a cached form serves any
+    # message whose header has the same octets.
+    search_eval.clear_form_cache()
+    assert search("SUBJECT café") == [2]
+    assert {b"=?utf-8?q?Caf=C3=A9_menu?=": search_eval._fold("café menu")} == search_eval._FORMS
 
 
 def _contains(message: bytes, needle: str, with_header: bool = False) -> bool:

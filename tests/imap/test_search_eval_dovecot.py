@@ -189,9 +189,9 @@ def test_pre_epoch_date_is_the_only_difference() -> None:
 def _fresh_header_cache() -> Iterator[None]:
     # Header forms are cached by base name across searches; samples here
     # reuse base names between test modules, so start each test clean.
-    search_eval.clear_haystack_cache()
+    search_eval.clear_form_cache()
     yield
-    search_eval.clear_haystack_cache()
+    search_eval.clear_form_cache()
 
 
 @pytest.mark.skipif(not ANSWERS, reason="no captured Dovecot answers")

@@ -257,6 +257,9 @@ def test_header_fields_without_separator_has_no_blank_line() -> None:
         (b"=?utf-8?B?w6k?=", "é"),  # missing padding
         (b"plain \xc3\xa9", "plain é"),  # 8-bit UTF-8 header
         (b"latin \xe9", "latin é"),  # 8-bit non-UTF-8 falls back to Latin-1
+        (b"=?utf-8?q?caf=c3=a9_cr=C3=A8me?=", "café crème"),  # RFC 2047 §4.2: "_" is a space
+        (b"=?utf-8?q?50=_off=3D=?=", "50= off=="),  # a stray "=" is kept as sent
+        (b"=?utf-8?q?a==41?=", "a=A"),
     ],
 )
 def test_decode_words_rfc2047(raw: bytes, text: str) -> None:
