@@ -528,3 +528,21 @@ def test_twistd_daemon_mode_pidfile_and_logfile(tmp_path: Path) -> None:
         time.sleep(0.05)
     assert "Server Shut Down." in log_file.read_text()
     assert "Traceback" not in log_file.read_text()
+
+
+def test_twistd_plugin_raises_the_garbage_collector_thresholds(tmp_path: Path) -> None:
+    # Only the server process: the plugin sets them, building a service does not.
+    import gc
+
+    from mailaccess.service import GC_THRESHOLDS
+    from twisted.plugins.mailaccess_plugin import Options, serviceMaker
+
+    assert cli_main(["init", str(tmp_path / "s")]) == 0
+    before = gc.get_threshold()
+    options = Options()
+    options.parseOptions(["--config", str(tmp_path / "s/mailaccess.toml")])
+    try:
+        serviceMaker.makeService(options)
+        assert gc.get_threshold() == GC_THRESHOLDS
+    finally:
+        gc.set_threshold(*before)

@@ -40,7 +40,7 @@ class MailaccessServiceMaker:
     def makeService(self, options: Options) -> Any:
         """Load the config and build the service; a bad config exits with one line."""
         from mailaccess.config import ConfigError, default_config_path, load_config
-        from mailaccess.service import StartupError, make_service
+        from mailaccess.service import StartupError, make_service, tune_garbage_collector
 
         path = options["config"] or default_config_path()
         try:
@@ -52,6 +52,7 @@ class MailaccessServiceMaker:
             print(f"mailaccess: {e}", file=sys.stderr)
             raise SystemExit(1) from None
         service.exit_on_startup_error = True
+        tune_garbage_collector()
         return service
 
 
