@@ -1187,7 +1187,7 @@ class Mailbox(IMailbox):
                 vsize = file_crlf_size(self._cur / on_disk[base][0])
             except FileNotFoundError:
                 continue
-            entry.extensions["W"] = str(vsize)
+            entry.extensions = {**entry.extensions, "W": str(vsize)}
             added = True
         return added
 

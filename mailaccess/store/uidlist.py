@@ -17,8 +17,9 @@ happen under ``dovecot-uidlist.lock`` (see ``dotlock``).  Version 1
 from __future__ import annotations
 
 import os
-from collections.abc import Iterable
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from types import MappingProxyType
 
 import attrs
 
@@ -31,13 +32,19 @@ class UidListCorrupt(Exception):
     """The header cannot be read: the file must be rebuilt (new UIDVALIDITY)."""
 
 
+#: The extension fields of a line that has none (shared, immutable).
+NO_EXTENSIONS: Mapping[str, str] = MappingProxyType({})
+
+
 @attrs.define(slots=True)
 class UidEntry:
     """One line: the UID of a base name and its extension fields (``S``, ``W``…)."""
 
     uid: int
     base: str
-    extensions: dict[str, str] = attrs.field(factory=dict)
+    # Read-only: replace it to change a field.  Most lines have none, and they
+    # share one empty mapping (a 100,000-line file saves 6 MB while it is read).
+    extensions: Mapping[str, str] = NO_EXTENSIONS
 
     @property
     def size(self) -> int | None:
@@ -141,8 +148,9 @@ def _parse_line(line: str, version1: bool) -> UidEntry | None:
     parts = head.split(" ")
     if not parts[0].isdigit() or not base or int(parts[0]) == 0:
         return None
-    extensions = {p[0]: p[1:] for p in parts[1:] if p}
-    return UidEntry(int(parts[0]), base, extensions)
+    if len(parts) == 1:
+        return UidEntry(int(parts[0]), base)
+    return UidEntry(int(parts[0]), base, {p[0]: p[1:] for p in parts[1:] if p})
 
 
 def format_line(entry: UidEntry) -> str:
