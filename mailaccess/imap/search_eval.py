@@ -296,17 +296,7 @@ def _compile(key: SearchKey, context: SearchContext) -> Node:
         needle = _fold(key.value)
         field = key.field
         if field in _ENVELOPE_HEADERS:
-            envelope_match = _envelope_matcher(field, needle)
-
-            def envelope_test(
-                msg: Message, level: int, info: MessageInfo | None, data: Any
-            ) -> bool | None:
-                if level < _INFO:
-                    return None
-                assert info is not None
-                return envelope_match(info)
-
-            return envelope_test
+            return _envelope_test(field, needle)
 
         def header_test(
             msg: Message, level: int, info: MessageInfo | None, data: Any
@@ -393,43 +383,63 @@ def _render_addresses(addrs: Iterable[Any]) -> bytes:
     return b", ".join(rendered)
 
 
-def _envelope_matcher(field: str, needle: str) -> Callable[[MessageInfo], bool]:
-    """A test of whether an ENVELOPE header contains ``needle`` (already folded).
+def _envelope_test(field: str, needle: str) -> Node:
+    """The node for an ENVELOPE header key: does the header contain ``needle`` (folded)?
 
     Address lists are searched as ``name <mailbox@host>, ...`` with the names
-    RFC 2047-decoded.  A header the message lacks matches nothing.
+    RFC 2047-decoded.  A header the message lacks matches nothing.  One flat
+    closure per field kind: it runs once per message of a SUBJECT or FROM
+    search, and every call layer costs ~1 ms per 10,000 messages.
     """
     # An ASCII header is searched in its octets: an ASCII needle compares
     # octets; any other cannot match (folding never turns non-ASCII into pure
     # ASCII... except by decomposition, and the header has none to decompose).
     octets = needle.encode("ascii") if needle.isascii() else None
-
-    def contains(form: bytes | str) -> bool:
-        if isinstance(form, bytes):
-            return octets is not None and octets in form
-        return needle in form
-
+    forms = _FORMS
     attr = _STRING_ATTRS.get(field)
     if attr is not None:
         index = Envelope._fields.index(attr)
 
-        def string_match(info: MessageInfo) -> bool:
+        def string_test(
+            msg: Message, level: int, info: MessageInfo | None, data: Any
+        ) -> bool | None:
+            if level < _INFO:
+                return None
+            assert info is not None
             raw: Any = info.envelope[index]  # bytes or None: a string field
-            return raw is not None and contains(_searchable(raw))
+            if raw is None:
+                return False
+            if raw.isascii() and b"=?" not in raw:
+                return octets is not None and octets in raw.lower()
+            form = forms.get(raw)
+            if form is None:
+                form = _remember_form(raw, _searchable(raw))
+            return _contains(form, needle, octets)
 
-        return string_match
+        return string_test
     index = Envelope._fields.index(_ADDRESS_ATTRS[field])
 
-    def address_match(info: MessageInfo) -> bool:
-        addrs = info.envelope[index]
+    def address_test(msg: Message, level: int, info: MessageInfo | None, data: Any) -> bool | None:
+        if level < _INFO:
+            return None
+        assert info is not None
+        addrs: Any = info.envelope[index]
         if not addrs:
             return False
-        form = _FORMS.get(addrs)
+        form = forms.get(addrs)
         if form is None:
             form = _remember_form(addrs, _searchable(_render_addresses(addrs)))
-        return contains(form)
+        if type(form) is bytes:
+            return octets is not None and octets in form
+        return needle in form
 
-    return address_match
+    return address_test
+
+
+def _contains(form: bytes | str, needle: str, octets: bytes | None) -> bool:
+    if isinstance(form, bytes):
+        return octets is not None and octets in form
+    return needle in form
 
 
 def clear_form_cache() -> None:
