@@ -180,7 +180,7 @@ class MailService(MultiService):
 #: with every session waiting.  With 50,000 they mostly die young: the
 #: benchmark's STORE 1:* (three runs each way, alternating) went from medians
 #: of 178-189 ms with spikes to 250 to 150-180 ms without them.
-#: A young collection of 50,000 objects takes a few milliseconds.
+#: A young collection of 50,000 objects takes 5-13 ms (logged in the benchmark).
 GC_THRESHOLDS = (50_000, 20, 10)
 
 
