@@ -106,6 +106,8 @@ class MailboxesConfig:
     # RFC 6154 special-use folders created on first login: name -> attribute.
     auto_create: dict[str, str] = attrs.field(factory=dict)
     auto_subscribe: bool = True
+    # Seconds a mailbox no session has open stays indexed in memory; 0: forever.
+    unload_after: float = 600.0
 
 
 @attrs.frozen
@@ -520,6 +522,7 @@ _CHECKS: dict[str, Callable[[Any], str | None]] = {
     "pop3.login_delay": _at_least(0, "seconds"),
     "pop3.expire": _expire,
     "mailboxes.auto_create": _auto_create,
+    "mailboxes.unload_after": _at_least(0, "seconds"),
     "lmtp.domains": _domains,
     "lmtp.detail_delimiter": _detail_delimiter,
     # RFC 1870: SIZE; RFC 5321 §4.5.3.1.7 asks that 64K messages pass.

@@ -202,6 +202,15 @@ def test_pop3_autologout_below_10_minutes_rfc1939_3(tmp_path: Path) -> None:
     load_config(write(tmp_path, "[limits]\npop3_autologout = 600\n"))
 
 
+def test_mailbox_unload_period_is_seconds_or_zero(tmp_path: Path) -> None:
+    error = error_of(tmp_path, "[mailboxes]\nunload_after = -1\n")
+    assert error.key == "mailboxes.unload_after"
+    assert (
+        load_config(write(tmp_path, "[mailboxes]\nunload_after = 0\n")).mailboxes.unload_after == 0
+    )
+    assert load_config(write(tmp_path, "")).mailboxes.unload_after == 600
+
+
 def test_line_length_below_smtp_text_line_rfc5321_4_5_3_1_6(tmp_path: Path) -> None:
     error = error_of(tmp_path, "[limits]\nmax_line_length = 999\n")
     assert error.key == "limits.max_line_length"

@@ -183,6 +183,9 @@ class Mailbox(IMailbox):
         self._rescan_call: Any = None
         self._deleted = False
         self._opened_at = 0.0
+        #: The clock's time of the last session leaving, handing out or change:
+        #: Account unloads a mailbox unused for [mailboxes] unload_after seconds.
+        self.last_used = 0.0
         # (cur/, new/) mtimes of the last listing, when they can be trusted.
         self._dir_stamps: tuple[int, int] | None = None
         #: True once inotify watches this folder; without it, protocol layers
@@ -286,6 +289,15 @@ class Mailbox(IMailbox):
     def remove_listener(self, listener: Listener) -> None:
         if listener in self._listeners:
             self._listeners.remove(listener)
+            self.last_used = self._clock.seconds()
+
+    def is_idle(self) -> bool:
+        """No session listens, no change runs or waits, no rescan is due."""
+        return (
+            not self._listeners
+            and not self._lock.locked
+            and not (self._rescan_call is not None and self._rescan_call.active())
+        )
 
     def take_recent(self) -> frozenset[int]:
         """RFC 3501 §2.3.2: hand the \\Recent UIDs to exactly one session."""
@@ -906,9 +918,14 @@ class Mailbox(IMailbox):
             d.addCallback(apply)
             if paused:
                 d.addBoth(self._resume_watch)
+            d.addBoth(self._used)
             return d
 
         return self._lock.run(run)
+
+    def _used(self, result: T) -> T:
+        self.last_used = self._clock.seconds()
+        return result
 
     def _pause_watch(self) -> bool:
         watcher = self.watcher
@@ -1299,7 +1316,28 @@ class Mailbox(IMailbox):
             self._recent.update(result.recent)
             self._emit(MessagesAdded(self.name, tuple(result.added)))
 
-    # --- for Account (DELETE, RENAME) -----------------------------------------
+    # --- for Account (DELETE, RENAME, unloading) ------------------------------
+
+    def _unload(self) -> tuple[int, frozenset[int]]:
+        """Stop as the live mailbox; (UIDVALIDITY, the UIDs still \\Recent).
+
+        Nothing is closed that a late holder of this object could still need:
+        its operations stay correct on disk (UIDs are assigned under the
+        uidlist dotlock after re-reading it), and the cache connection closes
+        with the object.
+        """
+        if self._rescan_call is not None and self._rescan_call.active():
+            self._rescan_call.cancel()
+        return self._uidvalidity, frozenset(self._recent)
+
+    def _restore_recent(self, uidvalidity: int, recent: frozenset[int]) -> None:
+        """Take back \\Recent UIDs kept when this folder was last unloaded.
+
+        RFC 3501 §2.3.2: a message stays \\Recent until a session is told of
+        it, however often the server drops its index meanwhile.
+        """
+        if uidvalidity == self._uidvalidity:
+            self._recent.update(uid for uid in recent if self.record(uid) is not None)
 
     def _mark_deleted(self) -> None:
         self._deleted = True

@@ -126,3 +126,21 @@ def test_a_deleted_maildir_does_not_blind_the_other_mailboxes(tmp_path: Path) ->
         assert isinstance(heard[0], MessagesAdded) and heard[0].records[0].uid == 1
     finally:
         store.close()
+
+
+def test_unloaded_mailbox_is_unwatched_and_its_reopening_watched(tmp_path: Path) -> None:
+    store = Store(tmp_path, MailboxesConfig(unload_after=0.2), reactor, run_synchronously)
+    try:
+        account = store.account("alice")
+        first = result_of(account.mailbox("INBOX"))
+        assert first.watched
+        iterate_until(lambda: not first.watched)  # unused for 0.2 s: unloaded
+        again = result_of(account.mailbox("INBOX"))
+        assert again is not first and again.watched
+        heard: list[ChangeEvent] = []
+        again.add_listener(heard.append)
+        (again.path / "new" / "600.M1P1.mta").write_bytes(b"Subject: theirs\n\ny\n")
+        iterate_until(lambda: bool(heard))
+        assert [type(e) for e in heard] == [MessagesAdded]
+    finally:
+        store.close()
