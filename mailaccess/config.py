@@ -107,7 +107,8 @@ class MailboxesConfig:
     auto_create: dict[str, str] = attrs.field(factory=dict)
     auto_subscribe: bool = True
     # Seconds a mailbox no session has open stays indexed in memory; 0: forever.
-    unload_after: float = 600.0
+    # Longer than the 10 minutes clients commonly poll folders at (STATUS).
+    unload_after: float = 1800.0
 
 
 @attrs.frozen

@@ -208,7 +208,7 @@ def test_mailbox_unload_period_is_seconds_or_zero(tmp_path: Path) -> None:
     assert (
         load_config(write(tmp_path, "[mailboxes]\nunload_after = 0\n")).mailboxes.unload_after == 0
     )
-    assert load_config(write(tmp_path, "")).mailboxes.unload_after == 600
+    assert load_config(write(tmp_path, "")).mailboxes.unload_after == 1800
 
 
 def test_line_length_below_smtp_text_line_rfc5321_4_5_3_1_6(tmp_path: Path) -> None:
