@@ -48,10 +48,13 @@ from mailaccess.imap.fetch import FetchAttribute, FetchBody, FetchItem, Section
 from mailaccess.imap.response import encode_string
 from mailaccess.store.mime import (
     MessageInfo,
+    crlf_size,
     header_fields,
     iter_crlf_partial,
     read_range,
+    read_top_header,
     section_range,
+    to_crlf,
 )
 from mailaccess.store.model import MessageRecord
 
@@ -269,17 +272,14 @@ class FetchPlan:
                 section, peek = form
                 sets_seen = sets_seen or not peek
                 needs_file = True
-                needs_info = needs_info or section.text is not None
+                needs_info = needs_info or _needs_info(section)
                 others.append((_SECTION, _SectionItem(name.encode("ascii"), section, None)))
                 continue
             if item.binary or item.size_only:
                 raise UnsupportedFetchItem("FETCH BINARY is not supported")
             sets_seen = sets_seen or not item.peek
             needs_file = True
-            # BODY[] alone is served from the record's sizes; everything else
-            # needs the part offsets.
-            if item.section != Section():
-                needs_info = True
+            needs_info = needs_info or _needs_info(item.section)
             others.append(
                 (_SECTION, _SectionItem(_response_name(item), item.section, item.partial))
             )
@@ -362,6 +362,21 @@ class FetchPlan:
         return result
 
 
+def _needs_info(section: Section) -> bool:
+    """Whether serving *section* takes the message's part offsets (a parse).
+
+    ``BODY[]`` is served from the record's sizes, and the message's own
+    ``HEADER``, ``HEADER.FIELDS`` and ``HEADER.FIELDS.NOT`` by reading the file
+    up to its first empty line (``read_top_header``); everything else needs
+    the MIME structure.
+    """
+    return section != Section() and not _is_top_header(section)
+
+
+def _is_top_header(section: Section) -> bool:
+    return not section.part and section.text is not None and section.text.startswith("HEADER")
+
+
 class _FileReader:
     """Opens the message file on first use, once per response."""
 
@@ -432,6 +447,8 @@ def _section_data(
             start, end, size = 0, info.size, info.vsize
         else:
             start, end, size = 0, record.size, record.vsize
+    elif info is None and _is_top_header(section):
+        return _top_header_data(item, reader)
     else:
         spec = "" if text is None else text
         rng = section_range(info, section.part, spec) if info is not None else None
@@ -448,3 +465,19 @@ def _section_data(
     if count <= INLINE_LIMIT:
         return b"".join(stream.chunks(reader.get())) if count else b""
     return stream
+
+
+def _top_header_data(item: _SectionItem, reader: _FileReader) -> bytes | BodyStream:
+    """The message's own HEADER or HEADER.FIELDS(.NOT), without its MessageInfo."""
+    text = item.section.text
+    assert text is not None
+    header = read_top_header(reader.get())
+    if text.startswith("HEADER.FIELDS"):
+        data = header_fields(header, item.section.fields, exclude=text.endswith(".NOT"))
+        offset, count = _clip(len(data), item.partial)
+        return data[offset : offset + count]
+    offset, count = _clip(crlf_size(header), item.partial)
+    if count > INLINE_LIMIT:
+        # A message without an empty line is all header: stream it from the file.
+        return BodyStream(0, len(header), offset, count)
+    return to_crlf(header)[offset : offset + count]

@@ -441,6 +441,37 @@ def read_range(fileobj: IO[bytes], start: int, end: int) -> bytes:
     return fileobj.read(max(end - start, 0))
 
 
+def read_top_header(fileobj: IO[bytes], chunk_size: int = 16384) -> bytes:
+    """The stored octets of a message's own header, read from the start of its file.
+
+    The span the parser gives the top-level ``HEADER`` section: up to and
+    including the first empty line (RFC 5322 §2.1), or the whole message when
+    it has none.  It reads no further than that, and parses nothing: a client
+    that asks only for header fields (Thunderbird's first sync of a folder)
+    should not pay for the MIME structure of every message.
+    """
+    fileobj.seek(0)
+    # Two octets at least, to tell an empty line first (a buffered file
+    # returns what is asked unless it ends).
+    data = bytearray(fileobj.read(max(chunk_size, 2)))
+    # As _Parser.entity at the top: an empty line first is an empty header.
+    if data.startswith(b"\n"):
+        return b"\n"
+    if data.startswith(b"\r\n"):
+        return b"\r\n"
+    searched = 0
+    while True:
+        m = _HEADER_END_RE.search(data, searched)
+        if m is not None:
+            return bytes(data[: m.end()])
+        more = fileobj.read(max(chunk_size, len(data)))
+        if not more:
+            return bytes(data)
+        # An empty line may straddle the two reads.
+        searched = max(0, len(data) - 2)
+        data += more
+
+
 # --- parsing ------------------------------------------------------------------
 
 _HEADER_END_RE = re.compile(rb"\n\r?\n")

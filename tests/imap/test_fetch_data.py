@@ -117,9 +117,13 @@ def literals_consistent(line: bytes) -> bool:
         ("BODY.PEEK[TEXT]", True, True, False),
         ("BODY[1.MIME]", True, True, True),
         ("RFC822", False, True, True),
-        ("RFC822.HEADER", True, True, False),  # = BODY.PEEK[HEADER]
+        # The message's own header is read from the file, not parsed.
+        ("RFC822.HEADER", False, True, False),  # = BODY.PEEK[HEADER]
         ("RFC822.TEXT", True, True, True),
-        ("(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])", True, True, False),
+        ("(FLAGS BODY.PEEK[HEADER.FIELDS (SUBJECT)])", False, True, False),
+        ("BODY.PEEK[HEADER.FIELDS.NOT (SUBJECT)]<0.10>", False, True, False),
+        ("(BODY.PEEK[HEADER] ENVELOPE)", True, True, False),
+        ("BODY.PEEK[2.HEADER]", True, True, False),  # an encapsulated message's
     ],
 )
 def test_plan_needs_rfc3501_6_4_5(text: str, info: bool, file: bool, seen: bool) -> None:
@@ -312,6 +316,59 @@ def test_envelope_cache_is_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
         plan.response(uid + 1, record(SIMPLE, uid=uid), frozenset(), info)
     assert len(fetch_data._ENVELOPES) == 3
     fetch_data.clear_envelope_cache()
+
+
+_HEADER_ITEMS = (
+    "(RFC822.HEADER BODY.PEEK[HEADER]<5.20> BODY.PEEK[HEADER.FIELDS (FROM SUBJECT X-Z)] "
+    "BODY.PEEK[HEADER.FIELDS.NOT (FROM)]<2.30> BODY.PEEK[HEADER.FIELDS (NOPE)])"
+)
+
+_HEADER_EDGES = {
+    "empty header": b"\nbody\n",
+    "empty header, CRLF": b"\r\nbody\r\n",
+    "no empty line": b"From: a@b\nSubject: all header\n",
+    "CRLF stored": b"From: a@b\r\nSubject: s\r\n\r\nbody\r\n",
+    "blank line of CR LF mixed": b"From: a@b\n\r\nbody\n",
+    "long header": b"X-Long: " + b"y" * 70000 + b"\nFrom: a@b\n\nbody\n",
+    "empty": b"",
+}
+
+
+@pytest.mark.parametrize(
+    "data",
+    [
+        *(
+            p.read_bytes()
+            for p in sorted((Path(__file__).parent.parent / "fixtures" / "mime").glob("*.eml"))
+        ),
+        *_HEADER_EDGES.values(),
+    ],
+    ids=[
+        *(
+            p.name
+            for p in sorted((Path(__file__).parent.parent / "fixtures" / "mime").glob("*.eml"))
+        ),
+        *_HEADER_EDGES,
+    ],
+)
+def test_top_header_sections_without_a_parse_are_the_same_octets_rfc3501_6_4_5(
+    data: bytes, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    plan = FetchPlan(items(_HEADER_ITEMS), False)
+    assert not plan.needs_info
+    for limit in (0, 1 << 30):  # streamed and inlined
+        monkeypatch.setattr(fetch_data, "INLINE_LIMIT", limit)
+        answers = []
+        for info in (parse_message(data), None):
+            parts = plan.response(7, record(data), frozenset(), info, lambda: io.BytesIO(data))
+            answers.append(
+                b"".join(
+                    b"".join(p.chunks(io.BytesIO(data))) if isinstance(p, BodyStream) else p
+                    for p in parts
+                )
+            )
+        assert answers[0] == answers[1]
+        assert literals_consistent(answers[1])
 
 
 _SECTIONS_ITEM = (

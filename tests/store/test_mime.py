@@ -12,6 +12,8 @@ import io
 from pathlib import Path
 
 import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
 
 from mailaccess.store.mime import (
     MAX_DEPTH,
@@ -28,6 +30,7 @@ from mailaccess.store.mime import (
     iter_decoded_text,
     parse_message,
     read_range,
+    read_top_header,
     section_range,
     to_crlf,
 )
@@ -500,3 +503,36 @@ def test_compact_info_equals_the_full_one_and_holds_no_part_objects() -> None:
     assert compact == full
     assert compact.body.children[1].subtype == b"html"
     assert compact.compact() == full  # a tree built again is compacted again
+
+
+# --- the message's own header, read without a parse --------------------------------
+
+_HEADERISH = st.lists(
+    st.sampled_from(
+        [
+            b"a",
+            b"X: y",
+            b"\n",
+            b"\r",
+            b"\r\n",
+            b"--b",
+            b" ",
+            b"Content-Type: multipart/mixed; boundary=b",
+        ]
+    ),
+    max_size=40,
+).map(b"".join)
+
+
+@settings(max_examples=1000)
+@given(data=_HEADERISH, chunk_size=st.integers(1, 9))
+def test_read_top_header_is_the_parsers_header_section_rfc5322_2_1(
+    data: bytes, chunk_size: int
+) -> None:
+    # Whatever the octets and wherever the reads split them, the span is the
+    # one FETCH BODY[HEADER] is served from after a full parse.
+    rng = section_range(parse_message(data), (), "HEADER")
+    assert rng is not None
+    header = read_top_header(io.BytesIO(data), chunk_size)
+    assert header == data[rng.start : rng.end]
+    assert crlf_size(header) == rng.size
