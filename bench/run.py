@@ -350,9 +350,9 @@ def main(argv: list[str] | None = None) -> int:
     wanted = set(args.servers.split(","))
     workdir = Path(tempfile.mkdtemp(prefix="mailaccess-bench-"))
     servers = [
-        # Two fresh (never indexed) users per repetition: IMAP and POP3 first scans.
-        MailaccessServer(workdir / "mailaccess", mailboxes, big, 2 * reps),
-        DovecotServer(workdir / "dovecot", mailboxes, big, 2 * reps),
+        # Fresh (never indexed) users, one per first-scan workload and repetition.
+        MailaccessServer(workdir / "mailaccess", mailboxes, big, 3 * reps),
+        DovecotServer(workdir / "dovecot", mailboxes, big, 3 * reps),
     ]
     targets: dict[str, Target | str] = {}
     try:

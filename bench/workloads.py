@@ -353,6 +353,29 @@ async def imap_first_scan(target: Target, sizes: Sizes) -> Figures:
     return {"imap_first_scan": elapsed}
 
 
+#: What Thunderbird asks for when it first syncs a folder (its default header list).
+THUNDERBIRD_HEADERS = (
+    b"UID FETCH 1:* (UID RFC822.SIZE FLAGS BODY.PEEK[HEADER.FIELDS (From To Cc Bcc "
+    b"Subject Date Message-ID Priority X-Priority References Newsgroups In-Reply-To "
+    b"Content-Type Reply-To)])"
+)
+
+
+async def imap_first_headers(target: Target, sizes: Sizes) -> Figures:
+    """A never-indexed copy of the big mailbox: SELECT + Thunderbird's header FETCH."""
+    user = target.prepared_user
+    if user is None:
+        raise ProtocolFailure("no fresh (never indexed) user was prepared")
+    target.prepared_user = None
+    started = time.perf_counter()
+    conn = await _imap_session(target, user)
+    await _select_checked(conn, sizes.big_count)
+    await conn.command(THUNDERBIRD_HEADERS)
+    elapsed = time.perf_counter() - started
+    await conn.logout()
+    return {"imap_first_headers": elapsed}
+
+
 # --- POP3 ---------------------------------------------------------------------------
 
 
@@ -525,6 +548,10 @@ def workloads(sizes: Sizes) -> list[Workload]:
         Workload("imap_first_scan", "imap",
                  (_m("imap_first_scan", f"first scan, uncached ({n:,}), SELECT+ENVELOPE", "s"),),
                  imap_first_scan, tags=frozenset({"fresh"})),
+        Workload("imap_first_headers", "imap",
+                 (_m("imap_first_headers",
+                     f"first scan, uncached ({n:,}), SELECT+Thunderbird headers", "s"),),
+                 imap_first_headers, tags=frozenset({"fresh"})),
         Workload("pop3_first_scan", "pop3",
                  (_m("pop3_first_scan", f"first scan, uncached ({n:,}), POP3 STAT+LIST", "s"),),
                  pop3_first_scan, tags=frozenset({"fresh"})),
