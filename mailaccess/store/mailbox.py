@@ -1096,9 +1096,7 @@ class Mailbox(IMailbox):
             result.added.append(record)
             if from_new or not full:
                 result.recent.add(uid)
-            _, letters = split_filename(name)
-            flags, _ = letters_to_flags(letters or "", self._keywords.by_letter)
-            if self._canonical_name(base, flags, "") != name:
+            if self._canonical_name(base, record.flags, "") != name:
                 result.odd_names[uid] = name
         if result.added:
             uidnext = max(uidnext, result.added[-1].uid + 1)
