@@ -774,7 +774,11 @@ class Mailbox(IMailbox):
         return self._locked(work, apply)
 
     def copy(
-        self, uids: Iterable[int], destination: IMailbox, strict: bool = False
+        self,
+        uids: Iterable[int],
+        destination: IMailbox,
+        strict: bool = False,
+        _moving: bool = False,
     ) -> Deferred[list[tuple[int, int]]]:
         """Hard-link (or copy) the messages into *destination*; [(old uid, new uid)].
 
@@ -826,15 +830,19 @@ class Mailbox(IMailbox):
                 raise
             return prepared
 
+        # A MOVE within one quota (one account) adds nothing in the end: it
+        # must work for a user at the limit, whose client deletes by moving
+        # to Trash.  Dovecot's quota plugin skips the check the same way.
+        check_quota = not (_moving and target.quota is self.quota)
         d = self._locked(link_work, lambda prepared: prepared)
-        d.addCallback(lambda prepared: target._add_prepared(lambda: prepared))
+        d.addCallback(lambda prepared: target._add_prepared(lambda: prepared, check_quota))
         return d
 
     def move(
         self, uids: Iterable[int], destination: IMailbox, strict: bool = False
     ) -> Deferred[list[tuple[int, int]]]:
         """RFC 6851: copy, then expunge the originals that were copied (*strict*: see copy)."""
-        d = self.copy(uids, destination, strict)
+        d = self.copy(uids, destination, strict, _moving=True)
 
         def expunge_originals(pairs: list[tuple[int, int]]) -> Deferred[list[tuple[int, int]]]:
             def copied(_: tuple[int, ...]) -> list[tuple[int, int]]:
@@ -947,9 +955,12 @@ class Mailbox(IMailbox):
         return result
 
     def _add_prepared(
-        self, prepare: Callable[[], list[_Prepared]]
+        self, prepare: Callable[[], list[_Prepared]], check_quota: bool = True
     ) -> Deferred[list[tuple[int, int]]]:
-        """Move prepared tmp/ files into cur/, give them UIDs, announce them."""
+        """Move prepared tmp/ files into cur/, give them UIDs, announce them.
+
+        *check_quota* False: the caller frees as much as it adds (a MOVE).
+        """
 
         def work() -> tuple[_SyncResult | None, list[MessageRecord], list[int]]:
             items = prepare()
@@ -958,7 +969,8 @@ class Mailbox(IMailbox):
             created: list[Path] = []
             try:
                 try:
-                    if self.quota is not None:  # [quota hook] refuse before cur/ sees it
+                    if self.quota is not None and check_quota:
+                        # [quota hook] refuse before cur/ sees it
                         self.quota.check(sum(i.size for i in items), len(items))
                     keywords = {f for i in items for f in i.flags if not f.startswith("\\")}
                     self._keywords.ensure(keywords)

@@ -163,6 +163,15 @@ def test_quota_in_the_running_server_lmtp_552_and_imap_append_overquota(
         typ, data = imap.append("INBOX", None, None, body)
         assert typ == "NO" and data[0].startswith(b"[OVERQUOTA]"), data  # RFC 5530 §3
         assert imap.append("INBOX", None, None, b"Subject: s\r\n\r\nsmall\r\n")[0] == "OK"
+        # Deleting by moving to Trash works at the limit (RFC 6851; Dovecot's
+        # quota plugin does not count a move within one quota), a COPY does not.
+        assert imap.create("Bin")[0] == "OK"
+        imap.select("INBOX")
+        typ, data = imap.uid("COPY", "1", "Bin")
+        assert typ == "NO" and data[0].startswith(b"[OVERQUOTA]"), data
+        typ, data = imap.uid("MOVE", "1", "Bin")
+        assert typ == "OK", data
+        assert imap.select("Bin")[1] == [b"1"]
     finally:
         imap.logout()
     assert (server.maildir("alice") / "maildirsize").read_text().startswith("3000S\n")

@@ -123,6 +123,29 @@ def test_copy_counts_against_the_destination_account(store: Store) -> None:
     assert account.quota.usage() == Usage(909, 9)
 
 
+def test_move_to_trash_works_at_the_limit_rfc6851(store: Store) -> None:
+    # A client deletes by moving to Trash: a user at the limit must still be
+    # able to, since the move frees what it adds (as Dovecot's quota plugin).
+    account = store.account("alice")
+    account.create("Trash")
+    box, trash = inbox(store), result_of(account.mailbox("Trash"))
+    uids = [result_of(box.append(MESSAGE)).uid for _ in range(9)]
+    assert isinstance(failure_of(box.append(MESSAGE)), OverQuota)  # 909 + 101
+    assert isinstance(failure_of(box.copy(uids[:5], trash)), OverQuota)  # a copy is new data
+    pairs = result_of(box.move(uids[:5], trash))
+    assert [old for old, _ in pairs] == uids[:5]
+    assert len(box.records()) == 4 and len(trash.records()) == 5
+    assert account.quota.usage() == Usage(909, 9)  # counted in, then out
+
+
+def test_move_to_another_account_is_checked(store: Store) -> None:
+    alice, bob = inbox(store), inbox(store, "bob")
+    uid = result_of(alice.append(MESSAGE)).uid
+    result_of(bob.append(MESSAGE))
+    assert isinstance(failure_of(alice.move([uid], bob)), OverQuota)  # 202 > 150
+    assert [r.uid for r in alice.records()] == [uid]
+
+
 def test_users_file_rule_overrides_the_default_and_is_reread(store: Store) -> None:
     bob = inbox(store, "bob")
     result_of(bob.append(MESSAGE))
