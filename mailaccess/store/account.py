@@ -116,9 +116,6 @@ class Account(IAccount):
         # A mailbox nobody has used for this many seconds leaves memory (0: never).
         self._unload_after = unload_after
         self._unload_call: Any = None  # IDelayedCall of the next look
-        # name -> (UIDVALIDITY, UIDs): \Recent not yet told to any session when
-        # the mailbox was unloaded; given back when it is opened again.
-        self._kept_recent: dict[str, tuple[int, frozenset[int]]] = {}
         # CREATE/DELETE/RENAME run one at a time: they move directories that
         # open mailboxes live in.
         self._lock = DeferredLock()
@@ -212,9 +209,6 @@ class Account(IAccount):
 
         def opened(mailbox: Mailbox) -> None:
             self._open[name] = mailbox
-            kept = self._kept_recent.pop(name, None)
-            if kept is not None:
-                mailbox._restore_recent(*kept)
             mailbox.last_used = self._clock.seconds()
             self._schedule_unload()
             if self._watch is not None and not watched_early:
@@ -267,9 +261,7 @@ class Account(IAccount):
         del self._open[name]
         if self._watch is not None:
             self._watch.unwatch(mailbox)
-        uidvalidity, recent = mailbox._unload()
-        if recent:
-            self._kept_recent[name] = (uidvalidity, recent)
+        mailbox._unload()
         log.debug("unloaded unused mailbox {name} of {user}", name=name, user=self.username)
 
     def close(self) -> None:
@@ -380,7 +372,6 @@ class Account(IAccount):
                 raise disk_error(exc, f"delete mailbox {name!r}") from exc
 
         def removed(_: None) -> None:
-            self._kept_recent.pop(name, None)
             if self._special_use.pop(name, None) is not None:
                 self._write_special_use()
             if mailbox is not None:
@@ -466,8 +457,6 @@ class Account(IAccount):
 
         def done(_: None) -> None:
             for source, target in renames:
-                if source in self._kept_recent:
-                    self._kept_recent[target] = self._kept_recent.pop(source)
                 mailbox = self._open.pop(source, None)
                 if mailbox is not None:
                     # The same object lives on under its new name (inotify

@@ -12,6 +12,9 @@ Maildir alone, so the cache is never trusted blindly:
   ``mime.PARSER_VERSION``) and our application id; a file of another
   version, a foreign file or a corrupt one is deleted and started afresh;
 * ``reset(uidvalidity)`` drops every entry when UIDVALIDITY changed;
+* besides the entries it keeps one fact about the mailbox that is not in the
+  Maildir: the UID from which messages are still \\Recent (what Dovecot keeps
+  in its index header), so that \\Recent survives a restart;
 * a failing disk (full, read-only, I/O error) makes the cache act empty —
   misses and dropped writes, logged — and never fails the store.
 
@@ -305,6 +308,7 @@ class MetadataCache:
                     return False
                 with self._transaction():
                     self._db.execute("DELETE FROM messages")
+                    self._db.execute("DELETE FROM meta WHERE key = 'first_recent_uid'")
                     self._db.execute(
                         "INSERT OR REPLACE INTO meta (key, value) VALUES ('uidvalidity', ?)",
                         (uidvalidity,),
@@ -313,6 +317,37 @@ class MetadataCache:
             except sqlite3.Error as e:
                 self._failed(e)
                 return True
+
+    # -- \Recent (RFC 3501 §2.3.2) --
+
+    def first_recent_uid(self) -> int | None:
+        """The lowest UID that may still be \\Recent, or None if never recorded."""
+        with self._lock:
+            if self._db is None:
+                return None
+            try:
+                row = self._db.execute(
+                    "SELECT value FROM meta WHERE key = 'first_recent_uid'"
+                ).fetchone()
+            except sqlite3.Error as e:
+                self._failed(e)
+                return None
+        return None if row is None else int(row[0])
+
+    def raise_first_recent_uid(self, uid: int) -> None:
+        """Messages below *uid* are no longer \\Recent (it never moves down)."""
+        with self._lock:
+            if self._db is None:
+                return
+            try:
+                with self._transaction():
+                    self._db.execute(
+                        "INSERT INTO meta (key, value) VALUES ('first_recent_uid', ?) "
+                        "ON CONFLICT (key) DO UPDATE SET value = max(value, excluded.value)",
+                        (uid,),
+                    )
+            except sqlite3.Error as e:
+                self._failed(e)
 
     # -- read through --
 

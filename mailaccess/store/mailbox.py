@@ -248,6 +248,16 @@ class Mailbox(IMailbox):
         # The cache never fails the store: a sick file acts as an empty cache.
         self._cache = MetadataCache(self.path)
         self._cache.reset(result.uidvalidity)
+        # RFC 3501 §2.3.2: \Recent lasts until a session is told, restarts
+        # and unloading included.  The cache keeps the UID it starts from.
+        first = self._cache.first_recent_uid()
+        if first is None:
+            # Never recorded: what this scan found in new/ is recent, and
+            # whatever arrives from now on.
+            first = min(result.recent, default=result.uidnext)
+            self._cache.raise_first_recent_uid(first)
+        assert result.records is not None
+        result.recent.update(r.uid for r in result.records if r.uid >= first)
         return result
 
     def _remove_stale_tmp(self, older_than: float) -> None:
@@ -302,7 +312,17 @@ class Mailbox(IMailbox):
     def take_recent(self) -> frozenset[int]:
         """RFC 3501 §2.3.2: hand the \\Recent UIDs to exactly one session."""
         recent, self._recent = frozenset(self._recent), set()
+        if recent and self._cache is not None:
+            # Every UID below UIDNEXT has been told now; record it, in turn
+            # with the mailbox's other disk work.
+            cache, below = self._cache, self._uidnext
+            d = self._locked(lambda: cache.raise_first_recent_uid(below), lambda _: None)
+            d.addErrback(self._recent_not_recorded)
         return recent
+
+    def _recent_not_recorded(self, failure: Any) -> None:
+        if not failure.check(NoSuchMailbox):  # deleted meanwhile: nothing to keep
+            log.failure("could not record \\Recent of {name}", failure, name=self.name)
 
     def recent_count(self) -> int:
         """RFC 3501 §6.3.10, §6.3.2: the \\Recent count, leaving them unclaimed."""
@@ -1328,8 +1348,8 @@ class Mailbox(IMailbox):
 
     # --- for Account (DELETE, RENAME, unloading) ------------------------------
 
-    def _unload(self) -> tuple[int, frozenset[int]]:
-        """Stop as the live mailbox; (UIDVALIDITY, the UIDs still \\Recent).
+    def _unload(self) -> None:
+        """Stop as the live mailbox (Account drops it; \\Recent is in the cache).
 
         Nothing is closed that a late holder of this object could still need:
         its operations stay correct on disk (UIDs are assigned under the
@@ -1338,16 +1358,6 @@ class Mailbox(IMailbox):
         """
         if self._rescan_call is not None and self._rescan_call.active():
             self._rescan_call.cancel()
-        return self._uidvalidity, frozenset(self._recent)
-
-    def _restore_recent(self, uidvalidity: int, recent: frozenset[int]) -> None:
-        """Take back \\Recent UIDs kept when this folder was last unloaded.
-
-        RFC 3501 §2.3.2: a message stays \\Recent until a session is told of
-        it, however often the server drops its index meanwhile.
-        """
-        if uidvalidity == self._uidvalidity:
-            self._recent.update(uid for uid in recent if self.record(uid) is not None)
 
     def _mark_deleted(self) -> None:
         self._deleted = True

@@ -313,3 +313,25 @@ def test_session_log_lines_never_show_password(server: Any) -> None:
     assert "imap session start: peer=127.0.0.1" in log
     assert "reason=LOGOUT" in log
     assert "secret" not in log
+
+
+def test_recent_survives_a_restart_until_a_session_is_told_rfc3501_2_3_2(server: Any) -> None:
+    def recent_on_select() -> bytes:
+        imap: Any = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+        try:
+            imap.login("alice", "secret")
+            imap.select("INBOX")
+            return bytes(imap.response("RECENT")[1][0])
+        finally:
+            imap.logout()
+
+    imap: Any = imaplib.IMAP4("127.0.0.1", server.ports["imap"])
+    imap.login("alice", "secret")
+    # EXAMINE and STATUS report \Recent without claiming it (RFC 3501 §6.3.2).
+    assert imap.status("INBOX", "(RECENT)")[1] == [b"INBOX (RECENT 2)"]
+    imap.logout()
+    server.restart()  # nobody has been told of the two messages yet
+    assert recent_on_select() == b"2"
+    assert recent_on_select() == b"0"  # the first SELECT took them
+    server.restart()
+    assert recent_on_select() == b"0"

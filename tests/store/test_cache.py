@@ -111,6 +111,21 @@ def test_reset_survives_reopen(tmp_path: Path) -> None:
     c.close()
 
 
+def test_first_recent_uid_only_rises_and_persists_rfc3501_2_3_2(tmp_path: Path) -> None:
+    c = MetadataCache(tmp_path)
+    c.reset(5)
+    assert c.first_recent_uid() is None
+    c.raise_first_recent_uid(7)
+    c.raise_first_recent_uid(3)  # a late, older claim never brings \Recent back
+    assert c.first_recent_uid() == 7
+    c.close()
+    c = MetadataCache(tmp_path)
+    assert c.reset(5) is False and c.first_recent_uid() == 7
+    # New UIDVALIDITY: the UIDs it counted are void.
+    assert c.reset(6) is True and c.first_recent_uid() is None
+    c.close()
+
+
 def test_corrupt_file_is_rebuilt(tmp_path: Path) -> None:
     (tmp_path / CACHE_FILENAME).write_bytes(b"this is not a database" * 100)
     c = MetadataCache(tmp_path)

@@ -151,6 +151,22 @@ def test_take_recent_goes_to_exactly_one_session_rfc3501_2_3_2(open_mailbox: Ope
     assert box.take_recent() == frozenset()
 
 
+def test_recent_survives_a_restart_until_told_rfc3501_2_3_2(open_mailbox: Opener) -> None:
+    # open_mailbox() again is a new Mailbox object on the same Maildir: a restart.
+    box = open_mailbox()
+    (box.path / "new" / "100.M1P1.mta").write_bytes(b"Subject: x\n\nbody\n")
+    box = open_mailbox()  # 1 found in new/
+    result_of(box.append(MSG))  # 2, delivered while no session is in it
+    box = open_mailbox()
+    assert box.peek_recent() == {1, 2}
+    assert box.take_recent() == {1, 2}
+    result_of(box.append(MSG))  # 3
+    box = open_mailbox()
+    assert box.take_recent() == {3}  # 1 and 2 were told before the restart
+    box = open_mailbox()
+    assert box.peek_recent() == frozenset()
+
+
 def test_open_moves_new_to_cur_and_lists_unknown_files(open_mailbox: Opener) -> None:
     box = open_mailbox()
     result_of(box.append(MSG))
