@@ -89,10 +89,10 @@ QUIET_BATCH = 512
 #: (+FLAGS then -FLAGS, or a sync of many ranges) gets one rescan after them
 #: all, not one holding the mailbox lock before each next STORE.
 QUIET_RESCAN_DELAY = 0.25
-#: Parsed infos kept in memory per mailbox (about 1.7 KB each, measured on the
-#: benchmark's mail with tracemalloc): a repeated FETCH
-#: ENVELOPE or SEARCH SUBJECT of a 10,000-message mailbox then costs dictionary
-#: lookups instead of 10,000 sqlite rows decoded again.  Oldest dropped first.
+#: Parsed infos kept in memory per mailbox (about 1.7 KB each, measured with
+#: tracemalloc on the benchmark's mail): a repeated FETCH ENVELOPE or SEARCH
+#: SUBJECT of a 10,000-message mailbox then costs dictionary lookups instead
+#: of 10,000 sqlite rows decoded again.  Oldest dropped first.
 INFO_MEMORY = 32768
 _uid_of = attrgetter("uid")
 
