@@ -351,8 +351,8 @@ def main(argv: list[str] | None = None) -> int:
     workdir = Path(tempfile.mkdtemp(prefix="mailaccess-bench-"))
     servers = [
         # Fresh (never indexed) users, one per first-scan workload and repetition.
-        MailaccessServer(workdir / "mailaccess", mailboxes, big, 3 * reps),
-        DovecotServer(workdir / "dovecot", mailboxes, big, 3 * reps),
+        MailaccessServer(workdir / "mailaccess", mailboxes, big, 4 * reps),
+        DovecotServer(workdir / "dovecot", mailboxes, big, 4 * reps),
     ]
     targets: dict[str, Target | str] = {}
     try:
