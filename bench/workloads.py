@@ -338,19 +338,13 @@ async def imap_idle_sessions(target: Target, sizes: Sizes) -> Figures:
     return {"idle_session_kb": (after - before) / len(conns) / 1024}
 
 
-async def imap_first_scan(target: Target, sizes: Sizes) -> Figures:
-    """A never-indexed copy of the big mailbox: SELECT + ENVELOPE of every message."""
+def _take_fresh_user(target: Target) -> str:
+    """The never-indexed user prepared for this workload (used up by taking it)."""
     user = target.prepared_user
     if user is None:
         raise ProtocolFailure("no fresh (never indexed) user was prepared")
-    target.prepared_user = None  # used up: the next repetition needs a new one
-    started = time.perf_counter()
-    conn = await _imap_session(target, user)
-    await _select_checked(conn, sizes.big_count)
-    await conn.command(b"UID FETCH 1:* (UID RFC822.SIZE ENVELOPE)")
-    elapsed = time.perf_counter() - started
-    await conn.logout()
-    return {"imap_first_scan": elapsed}
+    target.prepared_user = None  # the next repetition needs a new one
+    return user
 
 
 #: What Thunderbird asks for when it first syncs a folder (its default header list).
@@ -369,10 +363,7 @@ ENVELOPE_AND_STRUCTURE = (
 
 def _first_fetch(key: str, fetch: bytes) -> WorkloadFn:
     async def run(target: Target, sizes: Sizes) -> Figures:
-        user = target.prepared_user
-        if user is None:
-            raise ProtocolFailure("no fresh (never indexed) user was prepared")
-        target.prepared_user = None  # used up: the next repetition needs a new one
+        user = _take_fresh_user(target)
         started = time.perf_counter()
         conn = await _imap_session(target, user)
         await _select_checked(conn, sizes.big_count)
@@ -385,6 +376,7 @@ def _first_fetch(key: str, fetch: bytes) -> WorkloadFn:
     return run
 
 
+imap_first_scan = _first_fetch("imap_first_scan", b"UID FETCH 1:* (UID RFC822.SIZE ENVELOPE)")
 imap_first_headers = _first_fetch("imap_first_headers", THUNDERBIRD_HEADERS)
 imap_first_structure = _first_fetch("imap_first_structure", ENVELOPE_AND_STRUCTURE)
 
@@ -444,10 +436,7 @@ async def pop3_first_scan(target: Target, sizes: Sizes) -> Figures:
     LIST needs every message's CRLF size, so the files in new/ (whose names carry no
     size) must be read; Dovecot also builds its index here.
     """
-    user = target.prepared_user
-    if user is None:
-        raise ProtocolFailure("no fresh (never indexed) user was prepared")
-    target.prepared_user = None
+    user = _take_fresh_user(target)
     started = time.perf_counter()
     conn = await POP3Connection.connect(target.host, target.ports["pop3"])
     await conn.login(user, PASSWORD)
