@@ -795,11 +795,7 @@ class Mailbox(IMailbox):
         return self._locked(work, apply)
 
     def copy(
-        self,
-        uids: Iterable[int],
-        destination: IMailbox,
-        strict: bool = False,
-        _moving: bool = False,
+        self, uids: Iterable[int], destination: IMailbox, strict: bool = False
     ) -> Deferred[list[tuple[int, int]]]:
         """Hard-link (or copy) the messages into *destination*; [(old uid, new uid)].
 
@@ -810,6 +806,11 @@ class Mailbox(IMailbox):
         RFC 3501 §6.4.7: all or nothing) one of them fails the whole copy
         with MessageGone and nothing reaches *destination*.
         """
+        return self._copy(uids, destination, strict, check_quota=True)
+
+    def _copy(
+        self, uids: Iterable[int], destination: IMailbox, strict: bool, check_quota: bool
+    ) -> Deferred[list[tuple[int, int]]]:
         if not isinstance(destination, Mailbox):
             return fail(TypeError("copy needs a Maildir Mailbox as destination"))
         target = destination
@@ -851,10 +852,6 @@ class Mailbox(IMailbox):
                 raise
             return prepared
 
-        # A MOVE within one quota (one account) adds nothing in the end: it
-        # must work for a user at the limit, whose client deletes by moving
-        # to Trash.  Dovecot's quota plugin skips the check the same way.
-        check_quota = not (_moving and target.quota is self.quota)
         d = self._locked(link_work, lambda prepared: prepared)
         d.addCallback(lambda prepared: target._add_prepared(lambda: prepared, check_quota))
         return d
@@ -863,7 +860,11 @@ class Mailbox(IMailbox):
         self, uids: Iterable[int], destination: IMailbox, strict: bool = False
     ) -> Deferred[list[tuple[int, int]]]:
         """RFC 6851: copy, then expunge the originals that were copied (*strict*: see copy)."""
-        d = self.copy(uids, destination, strict, _moving=True)
+        # A MOVE within one quota (one account) adds nothing in the end: it
+        # must work for a user at the limit, whose client deletes by moving
+        # to Trash.  Dovecot's quota plugin skips the check the same way.
+        within_quota = getattr(destination, "quota", None) is self.quota
+        d = self._copy(uids, destination, strict, check_quota=not within_quota)
 
         def expunge_originals(pairs: list[tuple[int, int]]) -> Deferred[list[tuple[int, int]]]:
             def copied(_: tuple[int, ...]) -> list[tuple[int, int]]:
